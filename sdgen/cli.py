@@ -1,0 +1,342 @@
+"""The ``sdgen`` command: click only. Options -> config -> library call -> report.
+
+TensorFlow is imported only when a command needs it, so ``sdgen --help`` answers at once.
+Every error is one line on stderr; usage errors exit with 2, failures with 1 and an
+interrupt with 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import GenerationConfig, load_preset, preset_names
+from .errors import SdgenError, UsageError
+from .registry import get_model_spec, model_specs
+
+EXIT_INTERRUPTED = 130
+_state = {"debug": False}
+
+
+class DefaultCommandGroup(click.Group):
+    """A group where ``sdgen "prompt" ...`` means ``sdgen generate "prompt" ...``."""
+
+    default_command = "generate"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(
+    cls=DefaultCommandGroup,
+    context_settings={"help_option_names": ["--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "--version", prog_name="sdgen", message="%(prog)s %(version)s")
+def cli():
+    """Generate images from text with Stable Diffusion on keras-cv.
+
+    \b
+      sdgen "photograph of an astronaut riding a horse" --steps 50 --out astronaut.png
+      sdgen --model tiny "smoke test" --width 128 --height 128 --steps 4 --outdir out
+
+    `sdgen PROMPT ...` is short for `sdgen generate PROMPT ...`; see `sdgen generate --help`.
+    """
+
+
+def _apply_preset(ctx: click.Context, _param, value):
+    """Eager ``--config``: fill click's default_map so explicit flags still win."""
+    if value is None:
+        return value
+    allowed = {p.name for p in ctx.command.params if p.name not in _NOT_IN_PRESETS}
+    try:
+        settings = load_preset(value, allowed)
+    except SdgenError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=_param) from error
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+    return value
+
+
+_NOT_IN_PRESETS = {"prompt", "config", "debug", "prompts_file", "out"}
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option(
+    "--prompts-file",
+    type=click.Path(path_type=Path),
+    help="Read prompts from a UTF-8 file, one per line; blank lines and # comments are skipped.",
+)
+@click.option("--negative-prompt", default="", show_default=False, help="What to steer away from.")
+@click.option("--steps", type=int, default=50, show_default=True, help="Denoising steps (>= 1).")
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed of the first image; image k uses seed+k.  [default: random, always printed and recorded]",
+)
+@click.option(
+    "--guidance-scale",
+    type=float,
+    default=7.5,
+    show_default=True,
+    help="Classifier-free guidance scale (>= 0; 1 turns guidance off).",
+)
+@click.option(
+    "--width",
+    type=int,
+    default=None,
+    help="Width in pixels, a multiple of 64.  [default: the model's, 512 for sd-v1.4]",
+)
+@click.option(
+    "--height",
+    type=int,
+    default=None,
+    help="Height in pixels, a multiple of 64.  [default: the model's, 512 for sd-v1.4]",
+)
+@click.option("--num-images", type=int, default=1, show_default=True, help="Images per prompt.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Images denoised together; changes speed and memory, never pixels.",
+)
+@click.option("--sampler", default="ddim", show_default=True, help="Sampler.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Output PNG for one image; with several, NAME-0.png, NAME-1.png, ... are derived from it.",
+)
+@click.option(
+    "--outdir",
+    type=click.Path(path_type=Path),
+    default=Path("outputs"),
+    show_default=True,
+    help="Output folder when --out is not given; files are named INDEX-SEED-SLUG.png.",
+)
+@click.option("--grid", is_flag=True, help="Also save one PNG showing all images of the run.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace existing output files instead of refusing."
+)
+@click.option(
+    "--model", default="sd-v1.4", show_default=True, help=f"Model: {', '.join(model_specs())}."
+)
+@click.option(
+    "--weights",
+    "weights_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder with kcv_encoder.h5, kcv_diffusion_model.h5 and kcv_decoder.h5.",
+)
+@click.option(
+    "--offline", is_flag=True, help="Never download; fail with the name of a missing file."
+)
+@click.option(
+    "--xla/--no-xla", default=None, help="Compile with XLA.  [default: on for GPU, off for CPU]"
+)
+@click.option(
+    "--mixed-precision/--no-mixed-precision",
+    default=None,
+    help="Run in mixed_float16.  [default: on for GPUs with compute capability 7.0+, off for CPU]",
+)
+@click.option(
+    "--config",
+    callback=_apply_preset,
+    is_eager=True,
+    expose_value=False,
+    metavar="NAME|PATH",
+    help=f"Preset from configs/*.toml ({', '.join(preset_names())}) or a .toml file; explicit flags win.",
+)
+@click.option("--quiet", is_flag=True, help="Print nothing but errors (and --json).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
+def generate(prompt, prompts_file, quiet, as_json, debug, **options):
+    """Generate images for PROMPT (or every line of --prompts-file)."""
+    _state["debug"] = debug
+    say = _reporter(quiet)
+    from .jobs import OutputOptions, plan
+    from .prompts import read_prompts_file
+
+    if (prompt is None) == (prompts_file is None):
+        raise UsageError("give either a PROMPT or --prompts-file, not both or neither")
+    prompts = (
+        [line.prompt for line in read_prompts_file(prompts_file)] if prompts_file else [prompt]
+    )
+    spec = get_model_spec(options["model"])
+    configs = [
+        GenerationConfig(
+            prompt=text,
+            negative_prompt=options["negative_prompt"],
+            steps=options["steps"],
+            guidance_scale=options["guidance_scale"],
+            width=options["width"],
+            height=options["height"],
+            seed=options["seed"],
+            num_images=options["num_images"],
+            batch_size=options["batch_size"],
+            sampler=options["sampler"],
+        )
+        for text in prompts
+    ]
+    output = OutputOptions(
+        outdir=options["outdir"],
+        out=options["out"],
+        overwrite=options["overwrite"],
+        grid=options["grid"],
+    )
+    the_plan = plan(configs, spec, output)
+
+    started = time.perf_counter()
+    with _tensorflow_logs(debug):
+        from .jobs import run
+        from .pipeline import load_pipeline
+        from .tokenizer import encode_prompt, load_tokenizer
+
+        tokenizer = load_tokenizer()
+        for config in the_plan.configs:  # refuse long prompts before loading weights
+            encode_prompt(tokenizer, config.prompt)
+            encode_prompt(tokenizer, config.negative_prompt, "negative prompt")
+        first = the_plan.configs[0]
+        say(f"loading {spec.name} ...")
+        pipeline = load_pipeline(
+            spec,
+            weights_dir=options["weights_dir"],
+            offline=options["offline"],
+            width=first.width,
+            height=first.height,
+            xla=options["xla"],
+            mixed_precision=options["mixed_precision"],
+            download_progress=None if quiet else _download_progress(),
+        )
+    load_seconds = time.perf_counter() - started
+    device = pipeline.device
+    say(
+        f"loaded {spec.name} in {load_seconds:.1f} s on {device.device} "
+        f"(xla {'on' if device.xla else 'off'}, "
+        f"mixed precision {'on' if device.mixed_precision else 'off'})"
+    )
+    records = []
+    total = len(the_plan.images)
+    for saved in run(pipeline, the_plan, output, _step_progress(quiet, total), load_seconds):
+        record = saved.record
+        records.append({**record, "path": str(saved.path)})
+        say(
+            f"[{record['index'] + 1}/{total}] {saved.path}  seed {record['seed']}  "
+            f"{record['seconds']:.1f} s"
+        )
+    if the_plan.grid_path is not None:
+        say(f"grid {the_plan.grid_path}")
+    if as_json:
+        summary = {
+            "version": __version__,
+            "model": spec.name,
+            "device": device.device,
+            "xla": device.xla,
+            "mixed_precision": device.mixed_precision,
+            "load_seconds": round(load_seconds, 3),
+            "total_seconds": round(time.perf_counter() - started, 3),
+            "grid": str(the_plan.grid_path) if the_plan.grid_path else None,
+            "images": records,
+        }
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
+def _reporter(quiet: bool):
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
+    return say
+
+
+def _download_progress():
+    interactive = sys.stderr.isatty()
+    last = {"reported": -1}
+
+    def progress(name: str, done: int, total: int | None) -> None:
+        if total:
+            percent = done * 100 // total
+            if interactive:
+                click.echo(
+                    f"\rdownloading {name}: {done / 1e6:,.0f}/{total / 1e6:,.0f} MB ({percent}%)",
+                    err=True,
+                    nl=done >= total,
+                )
+            elif percent // 10 != last["reported"]:
+                last["reported"] = percent // 10
+                click.echo(f"downloading {name}: {percent}%", err=True)
+
+    return progress
+
+
+def _step_progress(quiet: bool, total: int):
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def callback(image: int, step: int, steps: int, _latents) -> None:
+        click.echo(f"\rimage {image + 1}/{total}  step {step + 1}/{steps}", err=True, nl=False)
+        if step + 1 == steps:
+            click.echo("\r\033[K", err=True, nl=False)
+
+    return callback
+
+
+@contextlib.contextmanager
+def _tensorflow_logs(debug: bool):
+    """Keep TensorFlow's start-up chatter (absl and C++ logs written straight to file
+    descriptor 2 before any log level applies) off the terminal unless ``--debug``."""
+    if debug:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401  (import while the C++ loggers are silenced)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    yield
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``sdgen`` script and ``python -m sdgen``."""
+    try:
+        code = cli.main(args=argv, prog_name="sdgen", standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        code = exit_.exit_code
+    except click.ClickException as error:
+        click.echo(f"Error: {error.format_message()}", err=True)
+        code = error.exit_code
+    except SdgenError as error:
+        if _state["debug"]:
+            traceback.print_exc()
+        click.echo(f"Error: {error}", err=True)
+        code = error.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("\nError: interrupted; finished images were kept", err=True)
+        code = EXIT_INTERRUPTED
+    except Exception as error:  # a bug: still one line unless --debug
+        if _state["debug"]:
+            traceback.print_exc()
+        click.echo(
+            f"Error: unexpected {type(error).__name__}: {error} (run with --debug for details)",
+            err=True,
+        )
+        code = 1
+    sys.exit(code or 0)

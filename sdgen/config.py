@@ -1,0 +1,157 @@
+"""Generation settings: a frozen, validated dataclass, and presets loaded from TOML.
+
+Precedence is built-in defaults < preset (``--config``) < explicit flags. A
+``GenerationConfig`` checks its values when it is built, so a bad value gets the same
+message from the CLI, a prompts file or Python.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from .errors import ConfigError, PromptError
+
+#: Largest seed accepted, as in AUTOMATIC1111 (seeds are unsigned 32-bit there).
+MAX_SEED = 2**32 - 1
+#: The U-Net downsamples the 1/8-size latent three times, so sizes are multiples of 64.
+SIZE_MULTIPLE = 64
+MAX_SIZE = 4096
+
+#: Folders searched for ``--config NAME``: the presets installed with the package, then
+#: the ``configs/`` folder of a source checkout.
+PRESET_DIRS = (Path(__file__).parent / "configs", Path(__file__).parent.parent / "configs")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """One text-to-image request.
+
+    prompt: what to draw; must not be empty, at most 77 CLIP tokens.
+    negative_prompt: what to steer away from ("" = unconditional).
+    steps: denoising steps, at least 1 [50].
+    guidance_scale: classifier-free guidance scale, a finite number >= 0 [7.5];
+        1 disables guidance (the unconditional pass is skipped).
+    width, height: image size in pixels, multiples of 64 [None = the model's default].
+    seed: seed of image 0; image k uses ``seed + k`` [None = chosen at random].
+    num_images: images to make for this prompt [1].
+    batch_size: images denoised together [1]; it changes speed and memory, never pixels.
+    sampler: sampler name [``ddim``].
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    steps: int = 50
+    guidance_scale: float = 7.5
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    num_images: int = 1
+    batch_size: int = 1
+    sampler: str = "ddim"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise PromptError("the prompt is empty; say what the image should show")
+        if not isinstance(self.negative_prompt, str):
+            raise ConfigError("negative_prompt must be a string")
+        _check_int("steps", self.steps, minimum=1)
+        if isinstance(self.guidance_scale, bool) or not isinstance(
+            self.guidance_scale, int | float
+        ):
+            raise ConfigError(f"guidance scale must be a number, got {self.guidance_scale!r}")
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
+            raise ConfigError(
+                f"guidance scale must be a finite number >= 0, got {self.guidance_scale}"
+            )
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            _check_int(name, value, minimum=SIZE_MULTIPLE, maximum=MAX_SIZE)
+            if value % SIZE_MULTIPLE:
+                lower = value // SIZE_MULTIPLE * SIZE_MULTIPLE
+                raise ConfigError(
+                    f"{name} {value} is not a multiple of {SIZE_MULTIPLE}, which the U-Net "
+                    f"needs; use {max(lower, SIZE_MULTIPLE)} or {lower + SIZE_MULTIPLE}"
+                )
+        _check_int("num_images", self.num_images, minimum=1)
+        _check_int("batch_size", self.batch_size, minimum=1)
+        if self.seed is not None:
+            _check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
+            if self.seed + self.num_images - 1 > MAX_SEED:
+                raise ConfigError(
+                    f"seed {self.seed} + {self.num_images} images runs past {MAX_SEED}"
+                )
+        from .samplers import get_sampler
+
+        get_sampler(self.sampler)
+
+    def with_defaults(self, width: int, height: int, seed: int) -> GenerationConfig:
+        """This config with the size and seed filled in where they were left unset."""
+        return replace(
+            self,
+            width=self.width or width,
+            height=self.height or height,
+            seed=self.seed if self.seed is not None else seed,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_int(name: str, value, minimum: int | None = None, maximum: int | None = None):
+    label = name.replace("_", " ")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{label} must be a whole number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{label} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{label} must be at most {maximum}, got {value}")
+
+
+def preset_names() -> list[str]:
+    """Names of the presets that ``--config NAME`` finds."""
+    names = set()
+    for folder in PRESET_DIRS:
+        if folder.is_dir():
+            names.update(path.stem for path in folder.glob("*.toml"))
+    return sorted(names)
+
+
+def find_preset(name_or_path: str) -> Path:
+    """The TOML file for ``--config``: an existing path, or a preset name."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".toml" or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    for folder in PRESET_DIRS:
+        candidate = folder / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(preset_names()) or "none"
+    raise ConfigError(f"unknown preset {name_or_path!r}; presets: {known}; or give a .toml path")
+
+
+def load_preset(name_or_path: str, allowed_keys: set[str]) -> dict:
+    """The settings of a preset, keyed like the CLI options (``guidance_scale``, ...).
+
+    Dashes in keys are accepted for underscores. A key that is not in ``allowed_keys``
+    is an error, so a typo never goes unnoticed.
+    """
+    path = find_preset(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read config {path}: {error}") from error
+    settings = {key.replace("-", "_"): value for key, value in data.items()}
+    unknown = sorted(set(settings) - allowed_keys)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in {path}: {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed_keys))}"
+        )
+    return settings
