@@ -316,6 +316,7 @@ def _tensorflow_logs(debug: bool):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``sdgen`` script and ``python -m sdgen``."""
+    _state["debug"] = False
     try:
         code = cli.main(args=argv, prog_name="sdgen", standalone_mode=False)
     except click.exceptions.Exit as exit_:

@@ -57,8 +57,8 @@ def timestep_embedding(timestep: int, dim: int = models.TIMESTEP_EMBEDDING_DIM) 
     """The sinusoidal embedding of ``timestep`` that keras_cv's U-Net takes: cos then sin
     of ``timestep * 10000^(-i / (dim/2))`` for i in [0, dim/2)."""
     half = dim // 2
-    freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float32) / half)
-    args = np.float32(timestep) * freqs
+    freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float64) / half)
+    args = float(timestep) * freqs
     return np.concatenate([np.cos(args), np.sin(args)]).astype(np.float32)
 
 
@@ -142,10 +142,12 @@ class Pipeline:
                     networks, sampler, latents, context, config, indices, callback
                 )
                 # 4. decode, one image at a time
-                elapsed = (time.perf_counter() - began) / len(indices)
+                share = (time.perf_counter() - began) / len(indices)
                 for k, latent in zip(indices, latents, strict=True):
+                    decode_began = time.perf_counter()
                     pixels = self._decode(networks, latent)
-                    yield GeneratedImage(k, config.seed + k, pixels, elapsed)
+                    seconds = share + time.perf_counter() - decode_began
+                    yield GeneratedImage(k, config.seed + k, pixels, seconds)
         except Exception as error:
             if _is_out_of_memory(error):
                 raise OutOfMemoryError(

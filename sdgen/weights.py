@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import tempfile
@@ -161,8 +162,9 @@ def download(
         with os.fdopen(handle, "wb") as out:
             try:
                 response = urllib.request.urlopen(url, timeout=60)
-            except (urllib.error.URLError, OSError) as error:
-                reason = getattr(error, "reason", None) or error
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+                reason = str(getattr(error, "reason", None) or error).strip()
+                reason = " ".join(reason.split())  # keep the message on one line
                 raise WeightsError(f"could not download {url}: {reason}") from error
             with response:
                 total = response.headers.get("Content-Length")
@@ -171,8 +173,8 @@ def download(
                 while True:
                     try:
                         chunk = response.read(_CHUNK)
-                    except OSError as error:
-                        raise WeightsError(f"download of {url} failed: {error}") from error
+                    except (OSError, http.client.HTTPException) as error:
+                        raise WeightsError(f"download of {url} failed: {error!r}") from error
                     if not chunk:
                         break
                     out.write(chunk)

@@ -1,0 +1,189 @@
+"""Weights in the legacy Keras HDF5 layout that keras_cv's published kcv_*.h5 files use:
+written by models.save_legacy_weights, read back by models.load_weights, and used by the
+CLI through ``--weights DIR``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from sdgen import models
+from sdgen.errors import WeightsError
+from sdgen.registry import get_model_spec
+
+SIZE = 128
+FILES = {
+    "text_encoder": "kcv_encoder.h5",
+    "diffusion_model": "kcv_diffusion_model.h5",
+    "decoder": "kcv_decoder.h5",
+}
+
+
+def build(spec, role: str, size: int = SIZE):
+    return models.BUILDERS[role](spec, size, size)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A folder with the tiny model's weights times 1.5, saved in keras_cv's layout, and
+    the perturbed weights by role."""
+    spec = get_model_spec("tiny")
+    folder = tmp_path_factory.mktemp("tiny-weights")
+    perturbed = {}
+    for role, filename in FILES.items():
+        network = build(spec, role)
+        values = [w * np.float32(1.5) for w in network.get_weights()]
+        network.set_weights(values)
+        models.save_legacy_weights(network, folder / filename)
+        perturbed[role] = values
+    return folder, perturbed
+
+
+@pytest.mark.parametrize("role", list(FILES))
+def test_tiny_weights_round_trip(tiny_weights, role):
+    folder, perturbed = tiny_weights
+    fresh = build(get_model_spec("tiny"), role)
+    before = fresh.get_weights()
+    assert len(before) == len(perturbed[role])
+    assert not all(np.array_equal(a, b) for a, b in zip(before, perturbed[role], strict=True))
+
+    models.load_weights(fresh, folder / FILES[role])
+
+    loaded = fresh.get_weights()
+    assert len(loaded) == len(perturbed[role])
+    for got, want in zip(loaded, perturbed[role], strict=True):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("role", list(FILES))
+def test_saved_file_has_the_legacy_layout(tiny_weights, role):
+    folder, perturbed = tiny_weights
+    with h5py.File(folder / FILES[role], "r") as handle:
+        assert "layer_names" in handle.attrs  # legacy_h5_format, not Keras 3's .weights.h5
+        assert "vars" not in handle and "layers" not in handle
+        layer_names = [
+            n.decode() if isinstance(n, bytes) else n for n in handle.attrs["layer_names"]
+        ]
+        assert layer_names
+        stored = []
+        for name in layer_names:
+            group = handle[name]
+            for weight_name in group.attrs["weight_names"]:
+                key = weight_name.decode() if isinstance(weight_name, bytes) else weight_name
+                stored.append(group[key][()])
+    # every weight is stored once, and they add up to the network's weights
+    assert sum(a.size for a in stored) == sum(a.size for a in perturbed[role])
+
+
+def test_loading_a_file_that_is_not_hdf5(tmp_path):
+    path = tmp_path / "kcv_decoder.h5"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    decoder = build(get_model_spec("tiny"), "decoder")
+    with pytest.raises(WeightsError) as info:
+        models.load_weights(decoder, path)
+    assert str(path) in str(info.value)
+
+
+def test_loading_another_networks_file(tiny_weights):
+    folder, _ = tiny_weights
+    decoder = build(get_model_spec("tiny"), "decoder")
+    path = folder / FILES["text_encoder"]
+    with pytest.raises(WeightsError) as info:
+        models.load_weights(decoder, path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.slow
+def test_full_size_decoder_round_trip(tmp_path):
+    """keras_cv's own Decoder, the size of the published kcv_decoder.h5 (about 198 MB)."""
+    spec = get_model_spec("sd-v1.4")
+    decoder = models.build_decoder(spec, 64, 64)
+    rng = np.random.default_rng(1234)
+    values = []
+    for weight in decoder.get_weights():
+        if weight.ndim == 1:
+            values.append((1.0 + 0.02 * rng.standard_normal(weight.shape)).astype(np.float32))
+        else:
+            std = 1.0 / np.sqrt(np.prod(weight.shape[:-1]))
+            values.append((std * rng.standard_normal(weight.shape)).astype(np.float32))
+    decoder.set_weights(values)
+    path = tmp_path / "kcv_decoder.h5"
+    models.save_legacy_weights(decoder, path)
+    size_mb = path.stat().st_size / 1e6
+    assert 150 < size_mb < 250, f"{size_mb:.0f} MB"
+
+    fresh = models.build_decoder(spec, 64, 64)
+    models.load_weights(fresh, path)
+    loaded = fresh.get_weights()
+    assert len(loaded) == len(values)
+    for got, want in zip(loaded, values, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    latent = np.random.default_rng(5).standard_normal((1, 8, 8, 4)).astype(np.float32)
+    expected = np.asarray(decoder(latent, training=False))
+    actual = np.asarray(fresh(latent, training=False))
+    assert actual.shape == (1, 64, 64, 3)
+    assert np.isfinite(expected).all()
+    np.testing.assert_array_equal(actual, expected)
+
+
+# -- through the CLI --------------------------------------------------------------------------
+
+
+def _generate(tmp_path: Path, out: Path, *extra: str) -> np.ndarray:
+    from PIL import Image
+
+    env = dict(os.environ)
+    env.pop("SDGEN_WEIGHTS_MIRROR", None)
+    env.pop("XDG_CACHE_HOME", None)
+    env.update(
+        HOME=str(tmp_path / "home"),
+        SDGEN_CACHE=str(tmp_path / "cache"),
+        KERAS_HOME=str(tmp_path / "keras"),
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "sdgen",
+        "a prompt",
+        "--model",
+        "tiny",
+        "--width",
+        "128",
+        "--height",
+        "128",
+        "--steps",
+        "2",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--offline",
+        *extra,
+    ]
+    result = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_cli_uses_the_weights_folder(tiny_weights, tmp_path):
+    folder, _ = tiny_weights
+    (tmp_path / "home").mkdir(exist_ok=True)
+    loaded = _generate(tmp_path, tmp_path / "loaded.png", "--weights", str(folder))
+    again = _generate(tmp_path, tmp_path / "again.png", "--weights", str(folder))
+    generated = _generate(tmp_path, tmp_path / "generated.png")
+    assert loaded.shape == generated.shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(loaded, again)
+    assert not np.array_equal(loaded, generated)
+    # no weights were cached or downloaded for either run
+    assert not (tmp_path / "cache" / "weights").exists()

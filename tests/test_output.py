@@ -1,0 +1,106 @@
+"""PNG infotext, manifest, slugs, grids and atomic writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sdgen.errors import OutputExistsError
+from sdgen.output import (
+    append_manifest,
+    format_infotext,
+    grid_image,
+    parse_infotext,
+    read_infotext,
+    read_manifest,
+    save_png,
+    slugify,
+)
+
+PARAMETERS = {
+    "prompt": "photograph of an astronaut riding a horse",
+    "negative_prompt": "blurry, low quality",
+    "steps": 50,
+    "sampler_label": "DDIM",
+    "guidance_scale": 7.5,
+    "seed": 123,
+    "width": 512,
+    "height": 768,
+    "model": "sd-v1.4",
+    "version": "0.1.0",
+}
+
+
+def test_infotext_is_automatic1111_format():
+    assert format_infotext(PARAMETERS) == (
+        "photograph of an astronaut riding a horse\n"
+        "Negative prompt: blurry, low quality\n"
+        "Steps: 50, Sampler: DDIM, CFG scale: 7.5, Seed: 123, Size: 512x768, "
+        "Model: sd-v1.4, Version: sdgen 0.1.0"
+    )
+    without_negative = format_infotext({**PARAMETERS, "negative_prompt": "", "guidance_scale": 7})
+    assert without_negative.splitlines()[1].startswith("Steps: 50, Sampler: DDIM, CFG scale: 7,")
+
+
+def test_infotext_round_trip_through_png(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    path = tmp_path / "a.png"
+    save_png(path, pixels, format_infotext(PARAMETERS))
+    parsed = parse_infotext(read_infotext(path))
+    assert parsed["prompt"] == PARAMETERS["prompt"]
+    assert parsed["negative_prompt"] == PARAMETERS["negative_prompt"]
+    assert parsed["Steps"] == "50" and parsed["Sampler"] == "DDIM"
+    assert parsed["CFG scale"] == "7.5" and parsed["Seed"] == "123"
+    assert parsed["Size"] == "512x768" and parsed["Model"] == "sd-v1.4"
+    assert parsed["Version"] == "sdgen 0.1.0"
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert np.array_equal(np.asarray(image), pixels)
+
+
+def test_save_png_refuses_to_overwrite_and_leaves_no_temporary_files(hermetic):
+    tmp_path = hermetic
+    path = tmp_path / "x.png"
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    save_png(path, pixels, "first")
+    with pytest.raises(OutputExistsError):
+        save_png(path, pixels, "second")
+    assert read_infotext(path) == "first"
+    save_png(path, pixels, "third", overwrite=True)
+    assert read_infotext(path) == "third"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "slug"),
+    [
+        ("A Castle at Dusk!", "a-castle-at-dusk"),
+        ("../../etc/passwd", "etc-passwd"),
+        ("/absolute/path\\win", "absolute-path-win"),
+        ("café crème", "cafe-creme"),
+        ("...", "image"),
+        ("猫", "image"),
+    ],
+)
+def test_slugs_are_safe_file_names(prompt, slug):
+    assert slugify(prompt) == slug
+
+
+def test_slug_length_is_bounded():
+    assert len(slugify("word " * 100)) <= 48
+
+
+def test_manifest_lines_append(tmp_path):
+    append_manifest(tmp_path, {"file": "a.png", "prompt": "naïve"})
+    append_manifest(tmp_path, {"file": "b.png"})
+    assert read_manifest(tmp_path) == [{"file": "a.png", "prompt": "naïve"}, {"file": "b.png"}]
+    assert (tmp_path / "manifest.jsonl").read_text("utf-8").count("\n") == 2
+
+
+def test_grid_layout():
+    images = [np.full((4, 6, 3), value, np.uint8) for value in (10, 20, 30, 40, 50)]
+    grid = grid_image(images)
+    assert grid.shape == (8, 18, 3)  # 3 columns of 6 px, 2 rows of 4 px
+    assert grid[0, 0, 0] == 10 and grid[0, 6, 0] == 20 and grid[4, 0, 0] == 40
+    assert grid[4, 12:].sum() == 0

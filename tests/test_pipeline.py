@@ -1,0 +1,126 @@
+"""The library API with the tiny model: determinism, batching, sizes, callbacks."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from sdgen.config import GenerationConfig
+from sdgen.pipeline import initial_latents, timestep_embedding
+from sdgen.samplers import DDIMSampler, sd_alphas_cumprod
+from sdgen.tokenizer import VOCABULARY_PATH, encode_prompt
+
+
+def config(**kwargs):
+    values = {"prompt": "a cat", "steps": 3, "width": 128, "height": 128, "seed": 1}
+    return GenerationConfig(**{**values, **kwargs})
+
+
+def test_pipeline_exposes_the_keras_cv_networks_and_tokenizer(tiny_pipeline):
+    from keras_cv.models.stable_diffusion import SimpleTokenizer
+
+    assert isinstance(tiny_pipeline.tokenizer, SimpleTokenizer)
+    assert tiny_pipeline.text_encoder.outputs[0].shape[1] == 77
+    assert tuple(tiny_pipeline.diffusion_model.inputs[0].shape[1:]) == (16, 16, 4)
+    assert tuple(tiny_pipeline.decoder.outputs[0].shape[1:]) == (128, 128, 3)
+    layers = {type(layer).__name__ for layer in tiny_pipeline.diffusion_model.layers}
+    assert {"ResBlock", "SpatialTransformer", "Upsample", "PaddedConv2D"} <= layers
+
+
+def test_tiny_model_is_deterministic_across_loads(tiny_pipeline):
+    from sdgen.pipeline import load_pipeline
+
+    again = load_pipeline("tiny", width=128, height=128)
+    for a, b in zip(
+        tiny_pipeline.diffusion_model.get_weights(),
+        again.diffusion_model.get_weights(),
+        strict=True,
+    ):
+        assert np.array_equal(a, b)
+    first = tiny_pipeline.generate(config())[0].pixels
+    second = again.generate(config())[0].pixels
+    assert np.array_equal(first, second)
+
+
+def test_batch_sizes_give_identical_pixels(tiny_pipeline):
+    reference = [i.pixels for i in tiny_pipeline.generate(config(num_images=3, batch_size=1))]
+    for batch_size in (2, 3):
+        images = tiny_pipeline.generate(config(num_images=3, batch_size=batch_size))
+        assert [i.seed for i in images] == [1, 2, 3]
+        for a, b in zip(reference, images, strict=True):
+            assert np.array_equal(a, b.pixels)
+    assert not np.array_equal(reference[0], reference[1])
+
+
+def test_guidance_scale_one_skips_the_unconditional_pass_and_stays_batch_invariant(
+    tiny_pipeline,
+):
+    alone = tiny_pipeline.generate(config(guidance_scale=1.0, seed=5))[0].pixels
+    batched = tiny_pipeline.generate(config(guidance_scale=1.0, seed=4, num_images=2, batch_size=2))
+    assert np.array_equal(alone, batched[1].pixels)
+    guided = tiny_pipeline.generate(config(seed=5))[0].pixels
+    assert not np.array_equal(alone, guided)
+
+
+def test_other_sizes_reuse_the_weights(tiny_pipeline):
+    image = tiny_pipeline.generate(config(width=192, height=64))[0].pixels
+    assert image.shape == (64, 192, 3)
+    assert image.std() > 1
+
+
+def test_step_callback_sees_every_step(tiny_pipeline):
+    seen = []
+    tiny_pipeline.generate(
+        config(steps=4, num_images=2, batch_size=2),
+        callback=lambda image, step, steps, latents: seen.append((image, step, steps)),
+    )
+    assert sorted(seen) == [(i, s, 4) for i in range(2) for s in range(4)]
+
+
+def test_prompt_changes_the_image(tiny_pipeline):
+    a = tiny_pipeline.generate(config(prompt="a cat"))[0].pixels
+    b = tiny_pipeline.generate(config(prompt="a dog"))[0].pixels
+    assert not np.array_equal(a, b)
+
+
+def test_initial_latents_are_per_image_and_seeded():
+    assert np.array_equal(initial_latents(3, 128, 64), initial_latents(3, 128, 64))
+    assert initial_latents(3, 128, 64).shape == (16, 8, 4)
+    assert not np.array_equal(initial_latents(3, 64, 64), initial_latents(4, 64, 64))
+
+
+def test_timestep_embedding_matches_keras_cv():
+    from keras_cv.models import StableDiffusion
+
+    for timestep in (0, 1, 500, 999):
+        reference = StableDiffusion.__new__(StableDiffusion)._get_timestep_embedding(timestep, 1)
+        # keras_cv computes in float32, whose argument rounding reaches ~1e-4 at t=999
+        assert np.allclose(timestep_embedding(timestep), np.asarray(reference)[0], atol=1e-3)
+
+
+def test_schedule_and_timesteps_match_keras_cv():
+    from keras_cv.src.models.stable_diffusion.constants import _ALPHAS_CUMPROD
+
+    assert np.allclose(sd_alphas_cumprod(), _ALPHAS_CUMPROD, atol=1e-6)
+    assert DDIMSampler().timesteps(4).tolist() == [999, 666, 333, 0]
+    assert DDIMSampler().timesteps(1).tolist() == [0]
+
+
+def test_bundled_vocabulary_is_openais_and_tokenizes_like_clip(tiny_pipeline):
+    digest = hashlib.sha256(VOCABULARY_PATH.read_bytes()).hexdigest()
+    assert digest == "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+    assert (VOCABULARY_PATH.parent / "bpe_simple_vocab_16e6.LICENSE.txt").is_file()
+    ids = encode_prompt(tiny_pipeline.tokenizer, "a photograph of an astronaut")
+    assert ids[0] == 49406 and ids.shape == (77,)
+    assert ids[1:3].tolist() == [320, 8853]  # "a", "photograph"
+    empty = encode_prompt(tiny_pipeline.tokenizer, "")
+    from keras_cv.src.models.stable_diffusion.constants import _UNCONDITIONAL_TOKENS
+
+    assert empty.tolist() == _UNCONDITIONAL_TOKENS
+
+
+def test_seed_must_be_set_for_the_pipeline(tiny_pipeline):
+    with pytest.raises(ValueError, match="seed"):
+        tiny_pipeline.generate(GenerationConfig("a cat", width=128, height=128))
