@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import TINY, only_line, png_files
+from conftest import TINY, png_files
 from PIL import Image
 
 from sdgen.output import parse_infotext, read_infotext, read_manifest
