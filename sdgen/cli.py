@@ -111,7 +111,12 @@ _NOT_IN_PRESETS = {"prompt", "config", "debug", "prompts_file", "out"}
     show_default=True,
     help="Images denoised together; changes speed and memory, never pixels.",
 )
-@click.option("--sampler", default="ddim", show_default=True, help="Sampler.")
+@click.option(
+    "--sampler",
+    default="ddim",
+    show_default=True,
+    help="Sampler: ddim, euler, euler-a, dpmpp-2m or dpmpp-2m-karras (AUTOMATIC1111 labels such as 'Euler a' work too).",
+)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -226,7 +231,8 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
     )
     records = []
     total = len(the_plan.images)
-    for saved in run(pipeline, the_plan, output, _step_progress(quiet, total), load_seconds):
+    progress = _step_progress(quiet, total, max(c.steps for c in the_plan.configs))
+    for saved in run(pipeline, the_plan, output, progress, load_seconds):
         record = saved.record
         records.append({**record, "path": str(saved.path)})
         say(
@@ -278,16 +284,12 @@ def _download_progress():
     return progress
 
 
-def _step_progress(quiet: bool, total: int):
-    if quiet or not sys.stderr.isatty():
+def _step_progress(quiet: bool, total: int, steps: int):
+    if quiet:
         return None
+    from .progress import Progress
 
-    def callback(image: int, step: int, steps: int, _latents) -> None:
-        click.echo(f"\rimage {image + 1}/{total}  step {step + 1}/{steps}", err=True, nl=False)
-        if step + 1 == steps:
-            click.echo("\r\033[K", err=True, nl=False)
-
-    return callback
+    return Progress(total, steps, stream=sys.stderr)
 
 
 @contextlib.contextmanager

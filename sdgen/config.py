@@ -19,6 +19,8 @@ MAX_SEED = 2**32 - 1
 #: The U-Net downsamples the 1/8-size latent three times, so sizes are multiples of 64.
 SIZE_MULTIPLE = 64
 MAX_SIZE = 4096
+#: SD models are trained on 1000 noise levels; more steps than that repeat timesteps.
+MAX_STEPS = 1000
 
 #: Folders searched for ``--config NAME``: the presets installed with the package, then
 #: the ``configs/`` folder of a source checkout.
@@ -31,14 +33,15 @@ class GenerationConfig:
 
     prompt: what to draw; must not be empty, at most 77 CLIP tokens.
     negative_prompt: what to steer away from ("" = unconditional).
-    steps: denoising steps, at least 1 [50].
+    steps: denoising steps, 1 to 1000 [50].
     guidance_scale: classifier-free guidance scale, a finite number >= 0 [7.5];
         1 disables guidance (the unconditional pass is skipped).
     width, height: image size in pixels, multiples of 64 [None = the model's default].
     seed: seed of image 0; image k uses ``seed + k`` [None = chosen at random].
     num_images: images to make for this prompt [1].
     batch_size: images denoised together [1]; it changes speed and memory, never pixels.
-    sampler: sampler name [``ddim``].
+    sampler: a sampler name (``ddim``, ``euler``, ``euler-a``, ``dpmpp-2m``,
+        ``dpmpp-2m-karras``), its AUTOMATIC1111 label, or a sampler object [``ddim``].
     """
 
     prompt: str
@@ -50,14 +53,14 @@ class GenerationConfig:
     seed: int | None = None
     num_images: int = 1
     batch_size: int = 1
-    sampler: str = "ddim"
+    sampler: str | object = "ddim"
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise PromptError("the prompt is empty; say what the image should show")
         if not isinstance(self.negative_prompt, str):
             raise ConfigError("negative_prompt must be a string")
-        _check_int("steps", self.steps, minimum=1)
+        _check_int("steps", self.steps, minimum=1, maximum=MAX_STEPS)
         if isinstance(self.guidance_scale, bool) or not isinstance(
             self.guidance_scale, int | float
         ):

@@ -157,7 +157,7 @@ def _save(pipeline, target: PlannedImage, generated, output, load_seconds) -> Sa
         "prompt": config.prompt,
         "negative_prompt": config.negative_prompt,
         "steps": config.steps,
-        "sampler": config.sampler,
+        "sampler": get_sampler(config.sampler).name,
         "sampler_label": get_sampler(config.sampler).label,
         "guidance_scale": config.guidance_scale,
         "seed": generated.seed,

@@ -53,7 +53,7 @@ class _Networks:
     decode: Callable = field(repr=False)
 
 
-def timestep_embedding(timestep: int, dim: int = models.TIMESTEP_EMBEDDING_DIM) -> np.ndarray:
+def timestep_embedding(timestep: float, dim: int = models.TIMESTEP_EMBEDDING_DIM) -> np.ndarray:
     """The sinusoidal embedding of ``timestep`` that keras_cv's U-Net takes: cos then sin
     of ``timestep * 10000^(-i / (dim/2))`` for i in [0, dim/2)."""
     half = dim // 2
@@ -62,10 +62,20 @@ def timestep_embedding(timestep: int, dim: int = models.TIMESTEP_EMBEDDING_DIM) 
     return np.concatenate([np.cos(args), np.sin(args)]).astype(np.float32)
 
 
+def image_generator(seed: int) -> np.random.Generator:
+    """The random generator of one image: PCG64 seeded with the image's seed. It draws
+    the starting latents and then any per-step noise, so an image never depends on the
+    others in its batch."""
+    return np.random.Generator(np.random.PCG64(seed))
+
+
 def initial_latents(seed: int, height: int, width: int) -> np.ndarray:
-    """The starting noise of one image, (height/8, width/8, 4) standard normal from a
-    PCG64 generator seeded with ``seed``: the same on every machine and batch size."""
-    generator = np.random.Generator(np.random.PCG64(seed))
+    """The unit starting noise of one image, (height/8, width/8, 4) standard normal: the
+    first draw of its generator, the same on every machine and batch size."""
+    return _draw(image_generator(seed), height, width)
+
+
+def _draw(generator: np.random.Generator, height: int, width: int) -> np.ndarray:
     return generator.standard_normal((height // 8, width // 8, 4), dtype=np.float32)
 
 
@@ -134,12 +144,11 @@ class Pipeline:
                 began = time.perf_counter()
                 indices = list(range(start, min(start + config.batch_size, config.num_images)))
                 # 2. initial latents, one generator per image
-                latents = np.stack(
-                    [initial_latents(config.seed + k, height, width) for k in indices]
-                )
+                generators = [image_generator(config.seed + k) for k in indices]
+                latents = np.stack([_draw(g, height, width) for g in generators])
                 # 3. denoise
                 latents = self._denoise(
-                    networks, sampler, latents, context, config, indices, callback
+                    networks, sampler, latents, generators, context, config, indices, callback
                 )
                 # 4. decode, one image at a time
                 share = (time.perf_counter() - began) / len(indices)
@@ -167,7 +176,10 @@ class Pipeline:
         positions = np.tile(np.arange(models.MAX_PROMPT_LENGTH, dtype=np.int32), (2, 1))
         return np.asarray(self._encode(tokens, positions), dtype=np.float32)
 
-    def _denoise(self, networks, sampler, latents, context, config, indices, callback):
+    def _denoise(self, networks, sampler, latents, generators, context, config, indices, callback):
+        run = sampler.start(config.steps, self.spec.prediction_type)
+        height, width = latents.shape[1] * 8, latents.shape[2] * 8
+        latents = latents * np.float32(run.init_noise_sigma)
         batch = len(latents)
         guided = config.guidance_scale != 1.0
         if guided:
@@ -177,22 +189,22 @@ class Pipeline:
             )
         else:
             contexts = np.repeat(context[1:], batch, 0)
-        timesteps = sampler.timesteps(config.steps)
-        for index, timestep in enumerate(timesteps):
-            t_emb = np.repeat(timestep_embedding(int(timestep))[None], batch, 0)
+        scale = np.float32(config.guidance_scale)
+        for index, timestep in enumerate(run.timesteps):
+            model_input = run.scale_model_input(latents, index)
+            t_emb = np.repeat(timestep_embedding(timestep)[None], batch, 0)
             if guided:
-                noise = networks.denoise(
-                    np.concatenate([latents, latents]),
-                    np.concatenate([t_emb, t_emb]),
-                    contexts,
-                    np.float32(config.guidance_scale),
-                )
+                both = np.concatenate([model_input, model_input])
+                output = networks.denoise(both, np.concatenate([t_emb, t_emb]), contexts, scale)
             else:
-                noise = _call_padded(networks.denoise, latents, t_emb, contexts, None)
-            latents = sampler.step(np.asarray(noise), index, timesteps, latents)
+                output = _call_padded(networks.denoise, model_input, t_emb, contexts, None)
+            noise = None
+            if run.needs_noise:
+                noise = np.stack([_draw(g, height, width) for g in generators])
+            latents = run.step(np.asarray(output), index, latents, noise)
             if callback is not None:
                 for row, k in enumerate(indices):
-                    callback(k, index, len(timesteps), latents[row])
+                    callback(k, index, len(run.timesteps), latents[row])
         return latents
 
     def _decode(self, networks, latent: np.ndarray) -> np.ndarray:

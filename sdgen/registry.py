@@ -41,6 +41,7 @@ class ModelSpec:
     files: tuple[WeightFile, ...] = ()
     license: str | None = None
     seed: int = 0
+    prediction_type: str = "epsilon"
 
     def file_for(self, role: str) -> WeightFile | None:
         return next((f for f in self.files if f.role == role), None)
@@ -63,6 +64,7 @@ def model_specs() -> dict[str, ModelSpec]:
             files=files,
             license=table.get("license"),
             seed=table.get("seed", 0),
+            prediction_type=table.get("prediction_type", "epsilon"),
         )
     return specs
 

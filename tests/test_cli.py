@@ -174,3 +174,35 @@ def test_real_subprocess_like_a_users_ci(hermetic):
     assert parse_infotext(read_infotext(out))["Seed"] == "11"
     # TensorFlow's start-up logs are kept off the terminal
     assert "oneDNN" not in process.stderr and "absl" not in process.stderr
+
+
+def test_every_sampler_from_the_cli_is_recorded_in_a1111_naming(run_cli, hermetic):
+    labels = {
+        "ddim": "DDIM",
+        "euler": "Euler",
+        "euler-a": "Euler a",
+        "dpmpp-2m": "DPM++ 2M",
+        "dpmpp-2m-karras": "DPM++ 2M Karras",
+    }
+    for name, label in labels.items():
+        result = run_cli("s", *TINY, "--seed", "3", "--sampler", name, "--outdir", name)
+        assert result.exit_code == 0, result.stderr
+        [path] = png_files(hermetic / name)
+        assert parse_infotext(read_infotext(path))["Sampler"] == label
+        [record] = read_manifest(hermetic / name)
+        assert (record["sampler"], record["sampler_label"]) == (name, label)
+
+
+def test_preset_can_set_the_sampler(run_cli, hermetic):
+    (hermetic / "fast.toml").write_text('sampler = "dpmpp-2m-karras"\nsteps = 3\n')
+    result = run_cli("p", *TINY[:6], "--config", "fast.toml", "--json")
+    assert result.exit_code == 0, result.stderr
+    [image] = json.loads(result.stdout)["images"]
+    assert (image["sampler"], image["steps"]) == ("dpmpp-2m-karras", 3)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(run_cli):
+    result = run_cli("p", *TINY, "--num-images", "2", "--steps", "3")
+    assert result.exit_code == 0, result.stderr
+    progress = [line for line in result.stderr.splitlines() if line.startswith("image ")]
+    assert progress[-1].startswith("image 2/2: step 3/3,") and "it/s" in progress[-1]

@@ -70,6 +70,31 @@ def test_other_sizes_reuse_the_weights(tiny_pipeline):
     assert image.std() > 1
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras"])
+def test_every_sampler_is_batch_invariant_and_seeded(tiny_pipeline, sampler):
+    alone = tiny_pipeline.generate(config(sampler=sampler, seed=8, steps=4))[0]
+    batch = tiny_pipeline.generate(
+        config(sampler=sampler, seed=7, steps=4, num_images=3, batch_size=3)
+    )
+    assert alone.seed == batch[1].seed == 8
+    assert np.array_equal(alone.pixels, batch[1].pixels)
+    assert not np.array_equal(batch[0].pixels, batch[1].pixels)
+
+
+def test_samplers_differ_and_accept_objects(tiny_pipeline):
+    from sdgen.samplers import SAMPLERS, EulerAncestralSampler
+
+    images = {
+        name: tiny_pipeline.generate(config(sampler=name, steps=4))[0].pixels for name in SAMPLERS
+    }
+    assert not np.array_equal(images["ddim"], images["euler-a"])
+    assert not np.array_equal(images["euler"], images["euler-a"])
+    by_object = tiny_pipeline.generate(config(sampler=EulerAncestralSampler(), steps=4))
+    assert np.array_equal(by_object[0].pixels, images["euler-a"])
+    by_label = tiny_pipeline.generate(config(sampler="Euler a", steps=4))
+    assert np.array_equal(by_label[0].pixels, images["euler-a"])
+
+
 def test_step_callback_sees_every_step(tiny_pipeline):
     seen = []
     tiny_pipeline.generate(
@@ -104,8 +129,8 @@ def test_schedule_and_timesteps_match_keras_cv():
     from keras_cv.src.models.stable_diffusion.constants import _ALPHAS_CUMPROD
 
     assert np.allclose(sd_alphas_cumprod(), _ALPHAS_CUMPROD, atol=1e-6)
-    assert DDIMSampler().timesteps(4).tolist() == [999, 666, 333, 0]
-    assert DDIMSampler().timesteps(1).tolist() == [0]
+    assert DDIMSampler().start(4).timesteps.tolist() == [999, 666, 333, 0]
+    assert DDIMSampler().start(1).timesteps.tolist() == [0]
 
 
 def test_bundled_vocabulary_is_openais_and_tokenizes_like_clip(tiny_pipeline):
