@@ -172,3 +172,12 @@ def test_fused_and_split_unet_calls_agree_and_are_batch_invariant(tiny_pipeline,
         reference = tiny_pipeline.generate(config(seed=6, guidance_scale=guidance))[0].pixels
         # the two ways of calling the U-Net differ only in float rounding
         assert np.abs(alone.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_public_api_from_the_package():
+    import sdgen
+
+    assert sdgen.GenerationConfig is GenerationConfig
+    assert callable(sdgen.load_pipeline) and "dpmpp-2m" in sdgen.SAMPLERS
+    with pytest.raises(AttributeError):
+        sdgen.nope  # noqa: B018
