@@ -66,7 +66,21 @@ def _apply_preset(ctx: click.Context, _param, value):
     return value
 
 
-_NOT_IN_PRESETS = {"prompt", "config", "debug", "prompts_file", "out"}
+_NOT_IN_PRESETS = {"prompt", "config", "debug", "prompts_file", "out", "shard", "ray_address"}
+
+
+def _parse_shard(_ctx, _param, value):
+    if value is None:
+        return (1, 1)
+    try:
+        k, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not K/N, e.g. 1/4") from None
+    if not 1 <= k <= n:
+        raise click.BadParameter(
+            f"{value!r}: K counts from 1 to N (e.g. 1/2 and 2/2), so 1 <= K <= N"
+        )
+    return (k, n)
 
 
 @cli.command()
@@ -131,7 +145,39 @@ _NOT_IN_PRESETS = {"prompt", "config", "debug", "prompts_file", "out"}
 )
 @click.option("--grid", is_flag=True, help="Also save one PNG showing all images of the run.")
 @click.option(
-    "--overwrite", is_flag=True, help="Replace existing output files instead of refusing."
+    "--overwrite",
+    is_flag=True,
+    help="Replace existing files that sdgen did not make with these settings, instead of refusing.",
+)
+@click.option(
+    "--force", is_flag=True, help="Regenerate every image, even those an earlier run made."
+)
+@click.option(
+    "--name-template",
+    default="{index:05d}-{seed}-{slug}.png",
+    show_default=True,
+    help="File names in --outdir; fields: index, seed, slug, line, k, model, sampler, steps, width, height.",
+)
+@click.option(
+    "--shard",
+    callback=_parse_shard,
+    metavar="K/N",
+    help="Make only shard K of N (K from 1), for job arrays: image i is in shard (i mod N) + 1.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on Ray: a local instance, or the cluster at ADDRESS (HOST:PORT, ray://HOST:10001 or auto). Needs the ray extra.",
+)
+@click.option(
+    "--ray-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray actors to start.  [default: one per GPU of the cluster, else one per 2 CPUs]",
 )
 @click.option(
     "--model", default="sd-v1.4", show_default=True, help=f"Model: {', '.join(model_specs())}."
@@ -165,95 +211,163 @@ _NOT_IN_PRESETS = {"prompt", "config", "debug", "prompts_file", "out"}
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
 def generate(prompt, prompts_file, quiet, as_json, debug, **options):
-    """Generate images for PROMPT (or every line of --prompts-file)."""
+    """Generate images for PROMPT (or every line of --prompts-file).
+
+    Runs are resumable: images that an earlier run already made with the same settings
+    are skipped. A run where some images failed exits with 3.
+    """
     _state["debug"] = debug
     say = _reporter(quiet)
-    from .jobs import OutputOptions, plan
-    from .prompts import read_prompts_file
+    from .jobs import EXIT_SOME_FAILED, Failed, Failure, Job, OutputOptions, plan
 
     if (prompt is None) == (prompts_file is None):
         raise UsageError("give either a PROMPT or --prompts-file, not both or neither")
-    prompts = (
-        [line.prompt for line in read_prompts_file(prompts_file)] if prompts_file else [prompt]
-    )
-    spec = get_model_spec(options["model"])
-    configs = [
-        GenerationConfig(
-            prompt=text,
-            negative_prompt=options["negative_prompt"],
-            steps=options["steps"],
-            guidance_scale=options["guidance_scale"],
-            width=options["width"],
-            height=options["height"],
-            seed=options["seed"],
-            num_images=options["num_images"],
-            batch_size=options["batch_size"],
-            sampler=options["sampler"],
-        )
-        for text in prompts
-    ]
+    defaults = {key: options[key] for key in _CONFIG_OPTIONS}
+    jobs, failures = [], []
+    if prompts_file is None:
+        jobs.append(Job(GenerationConfig(prompt=prompt, **defaults), options["model"]))
+    else:
+        from .prompts import read_prompts_file
+
+        for line in read_prompts_file(prompts_file):
+            if line.error:
+                failures.append(Failure(line.error.split(": ", 1)[1], line.line_number))
+                continue
+            settings = {**defaults, **line.overrides}
+            model = settings.pop("model", options["model"])
+            try:
+                config = GenerationConfig(prompt=line.prompt, **settings)
+                get_model_spec(model)
+            except SdgenError as error:
+                failures.append(Failure(str(error), line.line_number))
+                continue
+            jobs.append(Job(config, model, line.line_number))
     output = OutputOptions(
         outdir=options["outdir"],
         out=options["out"],
+        name_template=options["name_template"],
         overwrite=options["overwrite"],
+        force=options["force"],
         grid=options["grid"],
+        shard=options["shard"],
     )
-    the_plan = plan(configs, spec, output)
+    if prompts_file is None:
+        get_model_spec(options["model"])
 
     started = time.perf_counter()
     with _tensorflow_logs(debug):
-        from .jobs import run
-        from .pipeline import load_pipeline
         from .tokenizer import encode_prompt, load_tokenizer
 
         tokenizer = load_tokenizer()
-        for config in the_plan.configs:  # refuse long prompts before loading weights
-            encode_prompt(tokenizer, config.prompt)
-            encode_prompt(tokenizer, config.negative_prompt, "negative prompt")
-        first = the_plan.configs[0]
-        say(f"loading {spec.name} ...")
-        pipeline = load_pipeline(
-            spec,
-            weights_dir=options["weights_dir"],
-            offline=options["offline"],
-            width=first.width,
-            height=first.height,
-            xla=options["xla"],
-            mixed_precision=options["mixed_precision"],
-            download_progress=None if quiet else _download_progress(),
-        )
-    load_seconds = time.perf_counter() - started
-    device = pipeline.device
-    say(
-        f"loaded {spec.name} in {load_seconds:.1f} s on {device.device} "
-        f"(xla {'on' if device.xla else 'off'}, "
-        f"mixed precision {'on' if device.mixed_precision else 'off'})"
-    )
-    records = []
+        checked = []
+        for job in jobs:  # refuse long prompts before loading any weights
+            try:
+                encode_prompt(tokenizer, job.config.prompt)
+                encode_prompt(tokenizer, job.config.negative_prompt, "negative prompt")
+            except SdgenError as error:
+                if prompts_file is None:
+                    raise
+                failures.append(Failure(str(error), job.line_number))
+                continue
+            checked.append(job)
+        the_plan = plan(checked, output, failures)
+        executor = _executor(options, quiet, say)
+
+    from .jobs import run
+
+    todo = the_plan.todo
+    if len(todo) < len(the_plan.images):
+        say(f"{len(the_plan.images) - len(todo)} image(s) already made by an earlier run: skipped")
     total = len(the_plan.images)
-    progress = _step_progress(quiet, total, max(c.steps for c in the_plan.configs))
-    for saved in run(pipeline, the_plan, output, progress, load_seconds):
-        record = saved.record
-        records.append({**record, "path": str(saved.path)})
-        say(
-            f"[{record['index'] + 1}/{total}] {saved.path}  seed {record['seed']}  "
-            f"{record['seconds']:.1f} s"
-        )
-    if the_plan.grid_path is not None:
+    steps = max((image.job.config.steps for image in todo), default=1)
+    progress = _step_progress(quiet, len(todo), steps)
+    on_saved = None if options["out"] is not None else _contact_sheet_writer()
+    records, failed, made = [], 0, 0
+    try:
+        with _tensorflow_logs(debug):
+            for event in run(the_plan, output, executor, progress, on_saved):
+                if isinstance(event, Failed):
+                    failed += event.failure.count
+                    click.echo(f"Error: {event.failure}", err=True)
+                    continue
+                record = {**event.record, "path": str(event.image.path)}
+                records.append({**record, "skipped": event.skipped})
+                if not event.skipped:
+                    made += 1
+                    say(
+                        f"[{event.image.index + 1}/{total}] {event.image.path}  "
+                        f"seed {record['seed']}  {record['seconds']:.1f} s"
+                    )
+    finally:
+        executor.close()
+    if on_saved is not None and (made or the_plan.images):
+        on_saved(output.outdir)
+    if the_plan.grid_path is not None and (made or records):
         say(f"grid {the_plan.grid_path}")
+    skipped = sum(1 for record in records if record["skipped"])
+    if prompts_file is not None or skipped or (failed and made):
+        say(f"done {made}, skipped {skipped}, failed {failed}")
     if as_json:
         summary = {
             "version": __version__,
-            "model": spec.name,
-            "device": device.device,
-            "xla": device.xla,
-            "mixed_precision": device.mixed_precision,
-            "load_seconds": round(load_seconds, 3),
+            "done": made,
+            "skipped": skipped,
+            "failed": failed,
+            "models": sorted({image.job.model for image in the_plan.images}),
+            "load_seconds": {k: round(v, 3) for k, v in executor.load_seconds.items()},
             "total_seconds": round(time.perf_counter() - started, 3),
             "grid": str(the_plan.grid_path) if the_plan.grid_path else None,
             "images": records,
         }
+        devices = {m: p.device for m, p in getattr(executor, "pipelines", {}).items()}
+        if devices:
+            device = next(iter(devices.values()))
+            summary.update(
+                device=device.device, xla=device.xla, mixed_precision=device.mixed_precision
+            )
         click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    if failed:
+        raise SystemExit(EXIT_SOME_FAILED if made or skipped else 1)
+
+
+_CONFIG_OPTIONS = (
+    "negative_prompt",
+    "steps",
+    "guidance_scale",
+    "width",
+    "height",
+    "seed",
+    "num_images",
+    "batch_size",
+    "sampler",
+)
+
+
+def _executor(options, quiet, say):
+    from .executors import LoadOptions, LocalExecutor
+
+    load = LoadOptions(
+        weights_dir=options["weights_dir"],
+        offline=options["offline"],
+        xla=options["xla"],
+        mixed_precision=options["mixed_precision"],
+    )
+    if options["ray_address"] is not None:
+        from .executors import RayExecutor
+
+        say(f"starting Ray ({options['ray_address']}) ...")
+        return RayExecutor(load, address=options["ray_address"], workers=options["ray_workers"])
+
+    return LocalExecutor(load, say=say, download_progress=None if quiet else _download_progress())
+
+
+def _contact_sheet_writer():
+    from .contact_sheet import write_contact_sheet
+
+    def write(folder):
+        write_contact_sheet(folder)
+
+    return write
 
 
 def _reporter(quiet: bool):

@@ -166,11 +166,23 @@ def append_manifest(folder: Path, record: dict) -> None:
 
 
 def read_manifest(folder: Path) -> list[dict]:
-    """Every record of ``folder/manifest.jsonl``, in order (empty if there is none)."""
+    """Every record of ``folder/manifest.jsonl``, in order (empty if there is none).
+
+    A line that is not a JSON object (a torn write from a machine that lost power) is
+    skipped: its image is simply made again by a resumed run.
+    """
     path = folder / MANIFEST_NAME
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    records = []
+    for line in path.read_text("utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def grid_image(images: list[np.ndarray]) -> np.ndarray:

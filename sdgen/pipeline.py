@@ -137,11 +137,15 @@ class Pipeline:
         return list(self.generate_iter(config, callback))
 
     def generate_iter(
-        self, config: GenerationConfig, callback: StepCallback | None = None
+        self,
+        config: GenerationConfig,
+        callback: StepCallback | None = None,
+        only: list[int] | None = None,
     ) -> Iterator[GeneratedImage]:
         """Yield the images of ``config`` as each batch finishes, so none is lost if a
         later batch fails. Image k uses seed ``config.seed + k`` and is identical
-        whatever ``config.batch_size`` is. ``config.seed`` must be set."""
+        whatever ``config.batch_size`` is, so ``only`` (a list of image numbers k) can
+        make just the images a resumed run still lacks. ``config.seed`` must be set."""
         if config.seed is None:
             raise ValueError("config.seed must be set; use config.with_defaults()")
         height = config.height or self.spec.default_size
@@ -151,9 +155,10 @@ class Pipeline:
             # 1. encode prompt: [negative, prompt] in one batch of two
             context = self.encode_prompts(config.negative_prompt, config.prompt)
             networks = self._networks_for(height, width)
-            for start in range(0, config.num_images, config.batch_size):
+            wanted = list(range(config.num_images)) if only is None else sorted(only)
+            for start in range(0, len(wanted), config.batch_size):
                 began = time.perf_counter()
-                indices = list(range(start, min(start + config.batch_size, config.num_images)))
+                indices = wanted[start : start + config.batch_size]
                 # 2. initial latents, one generator per image
                 generators = [image_generator(config.seed + k) for k in indices]
                 latents = np.stack([_draw(g, height, width) for g in generators])

@@ -1,26 +1,104 @@
-"""Reading prompts files: UTF-8, one prompt per line, blank lines and ``#`` comments skipped."""
+"""Reading prompts files: UTF-8, one request per line, blank lines and ``#`` comments skipped.
+
+A line is one of three kinds, and each may override the command's options for itself:
+
+1. a plain prompt: ``a castle at dusk``;
+2. AUTOMATIC1111's "prompts from file" syntax, a line starting with ``--``::
+
+       --prompt "a castle at dusk" --negative_prompt blurry --seed 42 --steps 30
+       --cfg_scale 7 --width 512 --height 512 --sampler_name "Euler a" --batch_size 2
+       --n_iter 3 --model sd-v1.4
+
+   (on one line). As in AUTOMATIC1111, values may be quoted or not: a tag's value is
+   every following word up to the next one starting with ``--``. ``--n_iter`` batches of
+   ``--batch_size`` images make ``n_iter * batch_size`` images; ``--seed -1`` means a
+   random seed;
+3. JSON Lines, a line starting with ``{``: an object whose keys are ``GenerationConfig``
+   field names plus ``model``, e.g. ``{"prompt": "a cat", "seed": 3, "steps": 20}``.
+   ``null`` is accepted for ``seed``, ``width`` and ``height`` (random seed, the model's
+   size).
+
+A bad line does not stop the file from being read: it comes back with ``error`` set, so
+a batch can report it and carry on with the other lines.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import json
+import re
+import shlex
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import PromptsFileError
+from .config import GenerationConfig
+from .errors import ConfigError, PromptsFileError, UsageError
 
 
 @dataclass(frozen=True)
 class PromptLine:
-    """One prompt and the 1-based line number it came from."""
+    """One line of a prompts file.
+
+    line_number: the 1-based line it came from.
+    prompt: the prompt text; "" only when ``error`` is set.
+    overrides: the ``GenerationConfig`` keys (and ``"model"``) this line sets, with typed,
+        validated values; ``{}`` for a plain prompt. Never holds ``"prompt"``.
+    error: a one-line message starting with ``"line N: "`` when the line is bad, when
+        ``prompt`` may be "" and ``overrides`` is ``{}``; else None.
+    """
 
     line_number: int
     prompt: str
+    overrides: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+#: Keys a JSON line may hold: the fields of ``GenerationConfig`` plus ``model``.
+CONFIG_KEYS = tuple(f.name for f in fields(GenerationConfig))
+JSON_KEYS = (*CONFIG_KEYS, "model")
+
+_INT_KEYS = {"steps", "width", "height", "seed", "num_images", "batch_size"}
+_STR_KEYS = {"prompt", "negative_prompt", "sampler", "model"}
+_NULLABLE_KEYS = {"seed", "width", "height"}  # None means "random" / "the model's size"
+
+#: AUTOMATIC1111 tags: tag -> (GenerationConfig key, value type). ``n_iter`` is not a
+#: config key: it multiplies ``batch_size`` into ``num_images``.
+A1111_TAGS = {
+    "prompt": ("prompt", str),
+    "negative_prompt": ("negative_prompt", str),
+    "seed": ("seed", int),
+    "steps": ("steps", int),
+    "cfg_scale": ("guidance_scale", float),
+    "width": ("width", int),
+    "height": ("height", int),
+    "sampler_name": ("sampler", str),
+    "batch_size": ("batch_size", int),
+    "n_iter": ("n_iter", int),
+    "model": ("model", str),
+}
+_SUPPORTED_TAGS = ", ".join(f"--{tag}" for tag in A1111_TAGS)
+
+#: AUTOMATIC1111 names that people put in JSON lines, and the sdgen key meant.
+_JSON_ALIASES = {
+    "cfg_scale": "guidance_scale",
+    "sampler_name": "sampler",
+    "n_iter": "num_images",
+    "negative": "negative_prompt",
+}
+
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+class _LineError(Exception):
+    """A problem with one line; its message lacks the ``line N: `` prefix."""
 
 
 def read_prompts_file(path: str | Path) -> list[PromptLine]:
-    """The prompts of ``path``. A UTF-8 byte-order mark and CRLF line endings are accepted.
+    """The lines of ``path`` that hold a request, parsed with ``parse_line``.
 
-    Raises ``PromptsFileError`` if the file is missing, unreadable, not UTF-8, or holds
-    no prompt at all.
+    A UTF-8 byte-order mark and CRLF line endings are accepted. A bad line comes back
+    with ``error`` set rather than raising. Raises ``PromptsFileError`` if the file is
+    missing, unreadable, not UTF-8, or holds no prompt line at all.
     """
     path = Path(path)
     try:
@@ -44,8 +122,140 @@ def read_prompts_file(path: str | Path) -> list[PromptLine]:
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
-            prompts.append(PromptLine(number, stripped))
+            prompts.append(parse_line(stripped, number))
     if not prompts:
         what = "is empty" if not text.strip() else "has only comments and blank lines"
         raise PromptsFileError(f"prompts file {path} {what}; write one prompt per line")
     return prompts
+
+
+def parse_line(text: str, line_number: int) -> PromptLine:
+    """One line of a prompts file (not a blank or ``#`` comment line, which
+    ``read_prompts_file`` skips). Never raises for a bad line: the result has ``error``
+    set instead."""
+    try:
+        stripped = text.strip()
+        if stripped.startswith("--"):
+            settings = _parse_a1111(stripped)
+        elif stripped.startswith("{"):
+            settings = _parse_json(stripped)
+        else:
+            settings = {"prompt": stripped}
+        prompt = settings.pop("prompt", None)
+        if prompt is None or not prompt.strip():
+            raise _LineError("no prompt")
+        prompt = prompt.strip()
+        _validate(prompt, settings)
+    except _LineError as error:
+        message = " ".join(str(error).split())  # always one line
+        return PromptLine(line_number, "", {}, f"line {line_number}: {message}")
+    return PromptLine(line_number, prompt, settings)
+
+
+def _parse_a1111(text: str) -> dict:
+    """The settings of an AUTOMATIC1111 ``--tag value ...`` line, keyed like
+    ``GenerationConfig``."""
+    try:
+        words = shlex.split(text)
+    except ValueError as error:  # "No closing quotation", "No escaped character"
+        raise _LineError(f"cannot split the line into words: {error}") from None
+    values: dict[str, str] = {}
+    position = 0
+    while position < len(words):
+        word = words[position]
+        position += 1
+        if not word.startswith("--"):  # only the first word can get here
+            raise _LineError(f"expected a --tag, got {word!r}")
+        tag, has_equals, value = word[2:].partition("=")
+        if tag not in A1111_TAGS:
+            raise _LineError(
+                f"unknown tag --{tag}{_suggest(tag, A1111_TAGS)}; supported: {_SUPPORTED_TAGS}"
+            )
+        parts = [value] if has_equals else []
+        while position < len(words) and not words[position].startswith("--"):
+            parts.append(words[position])
+            position += 1
+        if not parts:
+            raise _LineError(f"--{tag} needs a value")
+        values[tag] = " ".join(parts)  # a repeated tag: the last one wins, as in A1111
+
+    settings: dict = {}
+    for tag, value in values.items():
+        key, kind = A1111_TAGS[tag]
+        if kind is int:
+            if not _WHOLE_NUMBER.fullmatch(value.strip()):
+                raise _LineError(f"--{tag} needs a whole number, got {value!r}")
+            settings[key] = int(value)
+        elif kind is float:
+            try:
+                settings[key] = float(value)
+            except ValueError:
+                raise _LineError(f"--{tag} needs a number, got {value!r}") from None
+        else:
+            settings[key] = value
+    if settings.get("seed") == -1:  # AUTOMATIC1111's "random seed"
+        settings["seed"] = None
+    n_iter = settings.pop("n_iter", None)
+    for tag, number in (("n_iter", n_iter), ("batch_size", settings.get("batch_size"))):
+        if number is not None and number < 1:
+            raise _LineError(f"--{tag} must be at least 1, got {number}")
+    if n_iter is not None or "batch_size" in settings:
+        settings["num_images"] = (n_iter or 1) * settings.get("batch_size", 1)
+    return settings
+
+
+def _parse_json(text: str) -> dict:
+    """The settings of a JSON line, with each value checked for its JSON type."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise _LineError(f"invalid JSON: {error.msg} at column {error.colno}") from None
+    except RecursionError:
+        raise _LineError("invalid JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise _LineError(f"a JSON line must be an object, got {type(data).__name__}")
+    for key, value in data.items():
+        if key not in JSON_KEYS:
+            hint = (
+                f" (did you mean {_JSON_ALIASES[key]!r}?)"
+                if key in _JSON_ALIASES
+                else _suggest(key, JSON_KEYS, quote=True)
+            )
+            raise _LineError(f"unknown key {key!r}{hint}; allowed: {', '.join(JSON_KEYS)}")
+        if value is None and key in _NULLABLE_KEYS:
+            continue
+        if key in _INT_KEYS:
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif key in _STR_KEYS:
+            ok, expected = isinstance(value, str), "a string"
+        else:  # guidance_scale
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            expected = "a number"
+        if not ok:
+            raise _LineError(f"{key!r} must be {expected}, got {json.dumps(value)}")
+    return dict(data)
+
+
+def _validate(prompt: str, settings: dict) -> None:
+    """Check the typed values as ``GenerationConfig`` and the model registry do."""
+    if "model" in settings:
+        from .registry import get_model_spec
+
+        if not settings["model"].strip():
+            raise _LineError("the model name is empty")
+        try:
+            get_model_spec(settings["model"])
+        except ConfigError as error:
+            raise _LineError(str(error)) from None
+    try:
+        GenerationConfig(prompt=prompt, **{k: v for k, v in settings.items() if k != "model"})
+    except UsageError as error:  # ConfigError or PromptError
+        raise _LineError(str(error)) from None
+
+
+def _suggest(name: str, choices, quote: bool = False) -> str:
+    """`` (did you mean X?)`` for the closest of ``choices``, or ""."""
+    match = difflib.get_close_matches(name, list(choices), n=1)
+    if not match:
+        return ""
+    return f" (did you mean {match[0]!r}?)" if quote else f" (did you mean --{match[0]}?)"

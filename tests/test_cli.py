@@ -79,7 +79,8 @@ def test_random_seed_is_printed_and_recorded(run_cli, hermetic):
     seed = image["seed"]
     assert f"seed {seed}" in result.stderr
     assert parse_infotext(read_infotext(image["path"]))["Seed"] == str(seed)
-    assert summary["model"] == "tiny" and summary["device"] == "CPU"
+    assert summary["models"] == ["tiny"] and summary["device"] == "CPU"
+    assert (summary["done"], summary["skipped"], summary["failed"]) == (1, 0, 0)
 
 
 def test_out_names_one_file_and_derives_numbered_names(run_cli, hermetic):

@@ -1,0 +1,151 @@
+"""An HTML contact sheet of an output folder: ``index.html`` beside the PNGs.
+
+The page shows every image of the folder's manifest as a thumbnail linking to the full
+PNG, with its prompt, negative prompt, seed, sampler, steps, CFG scale, size, model and
+file name under it. It is one self-contained file: inline CSS, no JavaScript, no external
+resources, and relative links, so the folder can be moved or shared as a whole.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from urllib.parse import quote
+
+from .output import read_manifest, write_atomically
+
+CONTACT_SHEET_NAME = "index.html"
+
+_STYLE = """
+:root { color-scheme: light dark; }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 24px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI",
+  Roboto, sans-serif; background: #f4f4f5; color: #18181b; }
+h1 { margin: 0 0 20px; font-size: 20px; font-weight: 600; }
+.grid { display: grid; gap: 20px;
+  grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); }
+figure { margin: 0; background: #fff; border: 1px solid #e4e4e7; border-radius: 8px;
+  overflow: hidden; display: flex; flex-direction: column; }
+figure a.thumb { display: block; background: #e4e4e7; line-height: 0; }
+figure img { display: block; width: 100%; height: auto; }
+figcaption { padding: 10px 12px 12px; }
+.prompt { margin: 0 0 6px; white-space: pre-wrap; overflow-wrap: anywhere; }
+.negative { margin: 0 0 6px; white-space: pre-wrap; overflow-wrap: anywhere;
+  color: #71717a; }
+dl { margin: 0; display: grid; grid-template-columns: auto 1fr; gap: 2px 10px;
+  font-size: 12px; color: #52525b; }
+dt { font-weight: 600; }
+dd { margin: 0; overflow-wrap: anywhere; }
+@media (prefers-color-scheme: dark) {
+  body { background: #18181b; color: #f4f4f5; }
+  figure { background: #27272a; border-color: #3f3f46; }
+  figure a.thumb { background: #3f3f46; }
+  .negative, dl { color: #a1a1aa; }
+}
+""".strip()
+
+
+def write_contact_sheet(folder: Path, records: list[dict] | None = None) -> Path:
+    """Write ``folder/index.html`` showing the images of ``records`` and return its path.
+
+    ``records`` default to the folder's manifest. When several records name the same
+    file, the last one wins (a file regenerated with ``--overwrite`` appears once, with
+    its latest parameters); records whose file is no longer on disk are left out. Images
+    are ordered by ``index``, then file name. The page is written atomically.
+    """
+    folder = Path(folder)
+    if records is None:
+        records = read_manifest(folder)
+    shown = _current_records(folder, records)
+    path = folder / CONTACT_SHEET_NAME
+    write_atomically(path, render_contact_sheet(shown).encode("utf-8"), overwrite=True)
+    return path
+
+
+def render_contact_sheet(records: list[dict]) -> str:
+    """The HTML of a contact sheet showing ``records`` in the order given."""
+    title = f"sdgen — {len(records)} images"
+    cards = "\n".join(_card(record) for record in records)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_text(title)}</title>\n<style>\n{_STYLE}\n</style>\n</head>\n<body>\n"
+        f"<h1>{_text(title)}</h1>\n"
+        f'<main class="grid">\n{cards}\n</main>\n'
+        "</body>\n</html>\n"
+    )
+
+
+def _current_records(folder: Path, records: list[dict]) -> list[dict]:
+    latest: dict[str, dict] = {}
+    for record in records:
+        name = record.get("file")
+        if not isinstance(name, str) or not _is_plain_name(name):
+            continue
+        latest.pop(name, None)  # a later record replaces an earlier one
+        latest[name] = record
+    present = [record for name, record in latest.items() if (folder / name).is_file()]
+    return sorted(present, key=lambda record: (_index(record), record["file"]))
+
+
+def _is_plain_name(name: str) -> bool:
+    """A file directly in the folder: no separators, no ``.`` or ``..``."""
+    return bool(name) and name not in (".", "..") and Path(name).name == name and "\\" not in name
+
+
+def _index(record: dict) -> int:
+    try:
+        return int(record.get("index", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _card(record: dict) -> str:
+    name = record["file"]
+    href = _text(quote(name))
+    width, height = record.get("width"), record.get("height")
+    size_attributes = ""
+    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+        size_attributes = f' width="{width}" height="{height}"'
+    prompt = str(record.get("prompt") or "")
+    negative = str(record.get("negative_prompt") or "")
+    details = [
+        ("Seed", record.get("seed")),
+        ("Sampler", record.get("sampler_label") or record.get("sampler")),
+        ("Steps", record.get("steps")),
+        ("CFG scale", _number(record.get("guidance_scale"))),
+        ("Size", f"{width}x{height}" if width is not None and height is not None else None),
+        ("Model", record.get("model")),
+        ("File", name),
+    ]
+    rows = "".join(
+        f"<dt>{_text(label)}</dt><dd>{_text(value)}</dd>"
+        for label, value in details
+        if value is not None and value != ""
+    )
+    lines = [
+        "<figure>",
+        f'<a class="thumb" href="{href}"><img src="{href}" alt="{_text(prompt)}"'
+        f"{size_attributes}></a>",
+        "<figcaption>",
+        f'<p class="prompt">{_text(prompt)}</p>',
+    ]
+    if negative:
+        lines.append(f'<p class="negative"><strong>Negative:</strong> {_text(negative)}</p>')
+    lines += [f"<dl>{rows}</dl>", "</figcaption>", "</figure>"]
+    return "\n".join(lines)
+
+
+def _number(value) -> str | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _text(value) -> str:
+    return html.escape(str(value), quote=True)

@@ -1,0 +1,201 @@
+"""Where images are made: in this process, or spread over Ray actors.
+
+An executor turns a job (one prompt's config and its model) into ``GeneratedImage``s; the
+runner in :mod:`sdgen.jobs` saves them. Both executors load each model once and keep it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SdgenError
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How models are loaded (see ``load_pipeline``)."""
+
+    weights_dir: Path | None = None
+    offline: bool = False
+    xla: bool | None = None
+    mixed_precision: bool | None = None
+
+
+@dataclass
+class LocalExecutor:
+    """Generates in this process. ``say(message)`` hears when a model loads, and
+    ``download_progress`` is passed to ``load_pipeline``."""
+
+    options: LoadOptions = field(default_factory=LoadOptions)
+    say: Callable[[str], None] | None = None
+    download_progress: Callable | None = None
+    pipelines: dict = field(default_factory=dict)
+    load_seconds: dict = field(default_factory=dict)
+
+    def pipeline(self, model: str, width: int | None = None, height: int | None = None):
+        if model not in self.pipelines:
+            from .pipeline import load_pipeline
+
+            if self.say is not None:
+                self.say(f"loading {model} ...")
+            began = time.perf_counter()
+            self.pipelines[model] = load_pipeline(
+                model,
+                weights_dir=self.options.weights_dir,
+                offline=self.options.offline,
+                width=width,
+                height=height,
+                xla=self.options.xla,
+                mixed_precision=self.options.mixed_precision,
+                download_progress=self.download_progress,
+            )
+            self.load_seconds[model] = time.perf_counter() - began
+            if self.say is not None:
+                device = self.pipelines[model].device
+                self.say(
+                    f"loaded {model} in {self.load_seconds[model]:.1f} s on {device.device} "
+                    f"(xla {'on' if device.xla else 'off'}, "
+                    f"mixed precision {'on' if device.mixed_precision else 'off'})"
+                )
+        return self.pipelines[model]
+
+    def run(self, work, callback=None) -> Iterator:
+        """Generate each ``(job, ks)`` in turn; a failure ends only its own job."""
+        from .jobs import JobFailure
+
+        for job, ks in work:
+            remaining = set(ks)
+            try:
+                pipeline = self.pipeline(job.model, job.config.width, job.config.height)
+                for image in pipeline.generate_iter(job.config, callback, only=ks):
+                    remaining.discard(image.index)
+                    yield job, image
+            except SdgenError as error:
+                yield job, JobFailure(sorted(remaining), str(error))
+            except Exception as error:  # noqa: BLE001 - a bug fails its job, not the run
+                yield (
+                    job,
+                    JobFailure(sorted(remaining), f"unexpected {type(error).__name__}: {error}"),
+                )
+
+    def close(self) -> None:
+        pass
+
+
+class _RayWorker:
+    """A Ray actor holding loaded pipelines (one per model), made by ``RayExecutor``."""
+
+    def __init__(self, options: LoadOptions):
+        import os
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        self.executor = LocalExecutor(options)
+
+    def generate(self, job, ks):
+        """Pixels of images ``ks`` of ``job``, or a failure message."""
+        results = []
+        for _, result in self.executor.run([(job, ks)]):
+            results.append(result)
+        return results, dict(self.executor.load_seconds)
+
+
+@dataclass
+class RayExecutor:
+    """Spreads batches over Ray actors, each holding loaded pipelines; the driver (the
+    caller of ``run``) writes every file and manifest line, so resuming works the same.
+
+    address: "local" starts a Ray instance in this process; anything else is given to
+    ``ray.init(address=...)`` ("auto", "HOST:PORT" or "ray://HOST:10001").
+    workers: actors to start [one per GPU of the cluster, else one per 2 CPUs].
+    """
+
+    options: LoadOptions = field(default_factory=LoadOptions)
+    address: str = "local"
+    workers: int | None = None
+    load_seconds: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        try:
+            import ray
+        except ImportError as error:
+            raise SdgenError("--ray needs Ray: pip install 'sdgen[ray]'") from error
+        self._ray = ray
+        if self.address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            _check_reachable(self.address)
+            try:
+                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+            except Exception as error:  # noqa: BLE001 - Ray raises several kinds
+                raise SdgenError(f"cannot connect to Ray at {self.address}: {error}") from error
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        cpus = int(resources.get("CPU", 1))
+        count = self.workers or (gpus if gpus else max(1, cpus // 2))
+        per_actor = {"num_gpus": 1} if gpus else {"num_cpus": max(1, cpus // count)}
+        worker = ray.remote(_RayWorker)
+        self.actors = [worker.options(**per_actor).remote(self.options) for _ in range(count)]
+
+    def run(self, work, callback=None) -> Iterator:
+        """Hand batches to idle actors and yield images as they come back."""
+        from ray.util import ActorPool
+
+        from .jobs import JobFailure
+
+        tasks = []
+        for job, ks in work:
+            size = job.config.batch_size
+            tasks += [(job, ks[i : i + size]) for i in range(0, len(ks), size)]
+        pool = ActorPool(self.actors)
+
+        def submit(actor, task):
+            return actor.generate.remote(*task)
+
+        for (job, ks), outcome in zip(tasks, _ordered_results(pool, submit, tasks), strict=True):
+            if isinstance(outcome, Exception):
+                message = str(getattr(outcome, "cause", None) or outcome).splitlines()[-1]
+                yield job, JobFailure(list(ks), message)
+                continue
+            results, load_seconds = outcome
+            self.load_seconds.update(load_seconds)
+            for result in results:
+                yield job, result
+
+    def close(self) -> None:
+        self._ray.shutdown()
+
+
+def _ordered_results(pool, submit, items):
+    """Results of ``pool.map`` in submission order, with a task's exception in place of
+    its result instead of ending the whole map."""
+    for item in items:
+        pool.submit(submit, item)
+    while pool.has_next():
+        try:
+            yield pool.get_next()
+        except Exception as error:  # noqa: BLE001 - reported as that task's failure
+            yield error
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, with a clear message, when a HOST:PORT Ray address does not answer
+    (``ray.init`` itself retries for a minute or more)."""
+    import socket
+
+    if address == "auto":
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise SdgenError(f"Ray address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as error:
+        raise SdgenError(f"cannot reach Ray at {address}: {error.strerror or error}") from error
+
+
+__all__ = ["LoadOptions", "LocalExecutor", "RayExecutor"]
