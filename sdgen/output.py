@@ -155,8 +155,11 @@ def append_manifest(folder: Path, record: dict) -> None:
     line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
     path = folder / MANIFEST_NAME
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                line = b"\n" + line  # close a line torn by a crash, never extend it
             os.write(descriptor, line)
             os.fsync(descriptor)
         finally:

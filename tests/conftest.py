@@ -64,6 +64,18 @@ def tiny_pipeline():
     return load_pipeline("tiny", width=128, height=128)
 
 
+@pytest.fixture
+def chromium() -> Path:
+    from browser import CHROMIUM
+
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (install it with: apt-get install -y chromium)"
+        if os.environ.get("SDGEN_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"SDGEN_REQUIRE_CHROMIUM=1 but {reason}")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
 def only_line(text: str) -> str:
     """The single non-empty line of ``text``; fails if there are more."""
     lines = [line for line in text.splitlines() if line.strip()]

@@ -8,19 +8,17 @@ They are skipped when ``/usr/bin/chromium`` is missing, unless ``SDGEN_REQUIRE_C
 from __future__ import annotations
 
 import html
-import os
 import re
-import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from browser import images_loaded, run_chromium
 from PIL import Image
 
 from sdgen.contact_sheet import write_contact_sheet
 from sdgen.output import append_manifest
 
-CHROMIUM = Path("/usr/bin/chromium")
 NASTY_PROMPT = "a <b>bold</b> \"quoted\" & 'single' cat"
 COLOURS = {
     "red-cat.png": ((255, 0, 0), 0),
@@ -126,56 +124,6 @@ def test_explicit_records_and_empty_folder(tmp_path):
 
 # -- a real browser ------------------------------------------------------------------------
 
-CHECK_PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>check</title></head>
-<body><pre id="result">PENDING</pre>
-<iframe id="sheet" src="{src}" width="1200" height="900"></iframe>
-<script>
-document.getElementById("sheet").addEventListener("load", function () {{
-  var result = document.getElementById("result");
-  try {{
-    var images = Array.from(this.contentDocument.images);
-    var loaded = images.filter(function (img) {{
-      return img.complete && img.naturalWidth > 0;
-    }});
-    result.textContent = "LOADED " + loaded.length + "/" + images.length;
-  }} catch (error) {{
-    result.textContent = "ERROR " + error;
-  }}
-}});
-</script></body></html>
-"""
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (install it with: apt-get install -y chromium)"
-        if os.environ.get("SDGEN_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(f"SDGEN_REQUIRE_CHROMIUM=1 but {reason}")
-        pytest.skip(reason)
-    return CHROMIUM
-
-
-def _run_chromium(chromium: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [
-        str(chromium),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--allow-file-access-from-files",
-        "--force-color-profile=srgb",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=5000",
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-
 
 def test_contact_sheet_loads_in_chromium(sheet_folder, tmp_path, chromium):
     sheet = write_contact_sheet(sheet_folder)
@@ -184,15 +132,10 @@ def test_contact_sheet_loads_in_chromium(sheet_folder, tmp_path, chromium):
 
     # The check page is test scaffolding, not part of the product: it loads the sheet in
     # an iframe and reports how many of its images actually decoded.
-    check = tmp_path / "check.html"
-    check.write_text(CHECK_PAGE.format(src=html.escape(sheet.as_uri())), "utf-8")
-    result = _run_chromium(chromium, tmp_path / "profile-dom", "--dump-dom", check.as_uri())
-    match = re.search(r'<pre id="result">([^<]*)</pre>', result.stdout)
-    assert match, f"no result in the dumped DOM\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert match.group(1) == f"LOADED {shown}/{shown}", result.stderr
+    assert images_loaded(chromium, sheet, tmp_path) == f"LOADED {shown}/{shown}"
 
     screenshot = tmp_path / "sheet.png"
-    result = _run_chromium(
+    result = run_chromium(
         chromium,
         tmp_path / "profile-shot",
         f"--screenshot={screenshot}",
