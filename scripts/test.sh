@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Set up a virtual environment with sdgen and its test tools, then lint and run every test
-# (the slow ones too). This is the README's test command; .ci/run calls it as it is.
+# (the slow and reference ones too) and the smoke script. This is the README's test
+# command; .ci/run calls it as it is. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test,reference]"
+
+# the contact-sheet tests look at pages in Debian's headless Chromium
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    apt-get update -qq && apt-get install -y -qq chromium > /dev/null
+fi
+if [ "${CI:-}" = "true" ]; then
+    export SDGEN_REQUIRE_CHROMIUM=1  # in CI a missing browser fails instead of skipping
+fi
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # the reference tests (against diffusers on PyTorch CPU) must run here, not be skipped
