@@ -225,3 +225,17 @@ def test_ray_run_matches_a_local_run(hermetic):
         env=env,
     )
     assert again.returncode == 0 and "done 0, skipped 3, failed 0" in again.stderr
+
+
+def test_a_model_that_cannot_load_fails_only_its_lines(run_cli, hermetic):
+    write(
+        hermetic / "p.txt",
+        'tiny one\n{"prompt": "needs real weights", "model": "sd-v1.4"}\ntiny two\n',
+    )
+    result = run_cli("--prompts-file", "p.txt", *FAST, "--seed", "1", "--offline")
+    assert result.exit_code == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and errors[0].startswith("Error: line 2, image 1: weights file")
+    assert "--offline" in errors[0]
+    assert [r["line"] for r in read_manifest(hermetic / "outputs")] == [1, 3]
+    assert result.stderr.count("loading tiny") == 1
