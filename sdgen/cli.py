@@ -88,7 +88,7 @@ def _parse_shard(_ctx, _param, value):
 @click.option(
     "--prompts-file",
     type=click.Path(path_type=Path),
-    help="Read prompts from a UTF-8 file, one per line; blank lines and # comments are skipped.",
+    help="Read requests from a UTF-8 file, one per line: a plain prompt, AUTOMATIC1111's '--prompt ... --steps 30' syntax, or a JSON object; blank lines and # comments are skipped.",
 )
 @click.option("--negative-prompt", default="", show_default=False, help="What to steer away from.")
 @click.option("--steps", type=int, default=50, show_default=True, help="Denoising steps (>= 1).")
@@ -300,7 +300,7 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
                     )
     finally:
         executor.close()
-    if on_saved is not None and (made or the_plan.images):
+    if on_saved is not None and records:  # also when every image was already there
         on_saved(output.outdir)
     if the_plan.grid_path is not None and (made or records):
         say(f"grid {the_plan.grid_path}")
