@@ -33,6 +33,7 @@ class DefaultCommandGroup(click.Group):
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
+            # a prompt that happens to be a command name needs `sdgen generate "models"`
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
@@ -66,7 +67,16 @@ def _apply_preset(ctx: click.Context, _param, value):
     return value
 
 
-_NOT_IN_PRESETS = {"prompt", "config", "debug", "prompts_file", "out", "shard", "ray_address"}
+_NOT_IN_PRESETS = {
+    "prompt",
+    "config",
+    "debug",
+    "prompts_file",
+    "out",
+    "shard",
+    "ray_address",
+    "checkpoint",
+}
 
 
 def _parse_shard(_ctx, _param, value):
@@ -183,6 +193,11 @@ def _parse_shard(_ctx, _param, value):
     "--model", default="sd-v1.4", show_default=True, help=f"Model: {', '.join(model_specs())}."
 )
 @click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Use an SD 1.x/2.x .safetensors/.ckpt file or diffusers folder directly; it is converted into the model store on first use.",
+)
+@click.option(
     "--weights",
     "weights_dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -222,6 +237,12 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
 
     if (prompt is None) == (prompts_file is None):
         raise UsageError("give either a PROMPT or --prompts-file, not both or neither")
+    if options["checkpoint"] is not None:
+        from .store import checkpoint_model
+
+        say(f"using checkpoint {options['checkpoint']} ...")
+        with _tensorflow_logs(debug):
+            options["model"] = checkpoint_model(options["checkpoint"]).name
     defaults = {key: options[key] for key in _CONFIG_OPTIONS}
     jobs, failures = [], []
     if prompts_file is None:
@@ -368,6 +389,71 @@ def _contact_sheet_writer():
         write_contact_sheet(folder)
 
     return write
+
+
+@cli.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--name", required=True, help="Name to use with --model; letters, digits, '.', '_', '-'."
+)
+@click.option("--overwrite", is_flag=True, help="Replace a model of the same name.")
+@click.option(
+    "--prediction-type",
+    type=click.Choice(["epsilon", "v_prediction"]),
+    help="Override the detected prediction type (SD 2.x 768-v models use v_prediction).",
+)
+@click.option(
+    "--size", "default_size", type=int, help="Override the detected default size in pixels."
+)
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
+def import_command(path, name, overwrite, prediction_type, default_size, quiet, debug):
+    """Convert an SD 1.x/2.x checkpoint (.safetensors, .ckpt or a diffusers folder) into
+    keras_cv weights in the model store, for `sdgen --model NAME`."""
+    _state["debug"] = debug
+    say = _reporter(quiet)
+    from .config import SIZE_MULTIPLE
+    from .store import check_name, import_checkpoint
+
+    check_name(name)
+    if default_size is not None and (default_size < 64 or default_size % SIZE_MULTIPLE):
+        raise UsageError(f"--size {default_size} must be a multiple of {SIZE_MULTIPLE}")
+    began = time.perf_counter()
+    say(f"converting {path} ...")
+    with _tensorflow_logs(debug):
+        spec = import_checkpoint(path, name, overwrite, prediction_type, default_size)
+    say(
+        f"imported {name} in {time.perf_counter() - began:.1f} s: {spec.family}, "
+        f"{spec.prediction_type}, {spec.default_size} px, in {spec.weights_dir}"
+    )
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def models_command(as_json):
+    """List the models `--model` accepts: built in and imported."""
+    from .store import imported_specs
+
+    rows = []
+    for spec in [*model_specs().values(), *imported_specs().values()]:
+        rows.append(
+            {
+                "name": spec.name,
+                "family": spec.family,
+                "prediction_type": spec.prediction_type,
+                "default_size": spec.default_size,
+                "imported": spec.weights_dir is not None,
+                "description": spec.description,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['name']:24} {row['family']:6} {row['prediction_type']:13} "
+            f"{row['default_size']:5}  {row['description']}"
+        )
 
 
 def _reporter(quiet: bool):

@@ -1,10 +1,11 @@
 """Build keras_cv's Stable Diffusion networks, full size or tiny, for a given image size.
 
-Full-size models use keras_cv's own classes (``TextEncoder``, ``DiffusionModel``,
-``Decoder``) and never let them download anything: weights are loaded by the caller from
-files resolved by :mod:`sdgen.weights`. The ``tiny`` family is a small network with the
-same topology, built from keras_cv's layer classes and filled deterministically from a
-seed, so it runs the real pipeline in seconds without any download.
+Full-size models use keras_cv's own classes (``TextEncoder``/``TextEncoderV2``,
+``DiffusionModel``/``DiffusionModelV2``, ``Decoder``) and never let them download
+anything: weights are loaded by the caller from files resolved by :mod:`sdgen.weights`.
+The ``tiny`` family is a small network with the same topology, built from keras_cv's
+layer classes and filled deterministically from a seed, so it runs the real pipeline in
+seconds without any download.
 
 All networks share keras_cv's calling convention:
 
@@ -51,6 +52,10 @@ def build_text_encoder(spec: ModelSpec):
         from keras_cv.models.stable_diffusion import TextEncoder
 
         return TextEncoder(MAX_PROMPT_LENGTH, download_weights=False)
+    if spec.family == "sd-v2":
+        from keras_cv.models.stable_diffusion import TextEncoderV2
+
+        return TextEncoderV2(MAX_PROMPT_LENGTH, download_weights=False)
     if spec.family == "tiny":
         model = _tiny_text_encoder()
         _fill_deterministically(model, spec.seed)
@@ -64,6 +69,11 @@ def build_diffusion_model(spec: ModelSpec, height: int, width: int):
         from keras_cv.models.stable_diffusion import DiffusionModel
 
         return DiffusionModel(height, width, MAX_PROMPT_LENGTH, download_weights=False)
+    if spec.family == "sd-v2":
+        # keras_cv defines DiffusionModelV2 but does not export it
+        from keras_cv.src.models.stable_diffusion.diffusion_model import DiffusionModelV2
+
+        return DiffusionModelV2(height, width, MAX_PROMPT_LENGTH, download_weights=False)
     if spec.family == "tiny":
         model = _tiny_diffusion_model(height, width)
         _fill_deterministically(model, spec.seed + 1)
@@ -73,7 +83,7 @@ def build_diffusion_model(spec: ModelSpec, height: int, width: int):
 
 def build_decoder(spec: ModelSpec, height: int, width: int):
     """The VAE decoder of ``spec``'s family for ``height`` x ``width`` pixel images."""
-    if spec.family == "sd-v1":
+    if spec.family in ("sd-v1", "sd-v2"):
         from keras_cv.models.stable_diffusion import Decoder
 
         return Decoder(height, width, download_weights=False)

@@ -20,7 +20,11 @@ from .config import GenerationConfig
 from .errors import BadImageError, OutOfMemoryError
 from .registry import ROLES, ModelSpec, get_model_spec
 from .samplers import get_sampler
-from .tokenizer import encode_prompt, load_tokenizer
+from .tokenizer import END_OF_TEXT, encode_prompt, load_tokenizer
+
+#: The padding token of each family's tokenizer: SD 2.x's OpenCLIP pads with 0 where
+#: CLIP (SD 1.x, keras_cv) repeats end-of-text (diffusers' SD 2 tokenizer config).
+PAD_TOKENS = {"sd-v2": 0}
 
 #: Called as ``callback(image_index, step_index, steps, latents)`` after every step.
 StepCallback = Callable[[int, int, int, np.ndarray], None]
@@ -183,10 +187,11 @@ class Pipeline:
 
     def encode_prompts(self, negative_prompt: str, prompt: str) -> np.ndarray:
         """Text-encoder states of (negative prompt, prompt), shape (2, 77, width)."""
+        pad = PAD_TOKENS.get(self.spec.family, END_OF_TEXT)
         tokens = np.stack(
             [
-                encode_prompt(self.tokenizer, negative_prompt, "negative prompt"),
-                encode_prompt(self.tokenizer, prompt),
+                encode_prompt(self.tokenizer, negative_prompt, "negative prompt", pad),
+                encode_prompt(self.tokenizer, prompt, pad=pad),
             ]
         )
         positions = np.tile(np.arange(models.MAX_PROMPT_LENGTH, dtype=np.int32), (2, 1))

@@ -42,6 +42,8 @@ class ModelSpec:
     license: str | None = None
     seed: int = 0
     prediction_type: str = "epsilon"
+    #: A local folder holding the weight files (an imported model), instead of URLs.
+    weights_dir: Path | None = None
 
     def file_for(self, role: str) -> WeightFile | None:
         return next((f for f in self.files if f.role == role), None)
@@ -70,8 +72,18 @@ def model_specs() -> dict[str, ModelSpec]:
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """The spec of model ``name``; raises ``ConfigError`` listing the known names."""
+    """The spec of model ``name``, built in or imported; raises ``ConfigError`` listing
+    the known names."""
     specs = model_specs()
-    if name not in specs:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(specs)}")
-    return specs[name]
+    if name in specs:
+        return specs[name]
+    from .store import imported_spec, imported_specs
+
+    spec = imported_spec(name)
+    if spec is None:
+        known = [*specs, *imported_specs()]
+        raise ConfigError(
+            f"unknown model {name!r}; known models: {', '.join(known)} "
+            "(import more with `sdgen import CHECKPOINT --name NAME`)"
+        )
+    return spec

@@ -23,8 +23,11 @@ def load_tokenizer():
     return SimpleTokenizer(bpe_path=str(VOCABULARY_PATH))
 
 
-def encode_prompt(tokenizer, prompt: str, what: str = "prompt") -> np.ndarray:
-    """Token ids of ``prompt`` padded with end-of-text to 77, as keras_cv pads them.
+def encode_prompt(
+    tokenizer, prompt: str, what: str = "prompt", pad: int = END_OF_TEXT
+) -> np.ndarray:
+    """Token ids of ``prompt`` padded to 77 with ``pad``: end-of-text as keras_cv and SD
+    1.x's CLIP tokenizer pad, or 0 for SD 2.x, whose OpenCLIP tokenizer pads with 0.
 
     A prompt longer than CLIP's 77 tokens (start and end markers included) is refused
     with its token count rather than silently truncated, because truncation drops the
@@ -37,4 +40,4 @@ def encode_prompt(tokenizer, prompt: str, what: str = "prompt") -> np.ndarray:
             f"text encoder takes (start and end markers included); shorten it by "
             f"{len(ids) - MAX_PROMPT_LENGTH} tokens"
         )
-    return np.array(ids + [END_OF_TEXT] * (MAX_PROMPT_LENGTH - len(ids)), dtype=np.int32)
+    return np.array(ids + [pad] * (MAX_PROMPT_LENGTH - len(ids)), dtype=np.int32)

@@ -79,6 +79,8 @@ def resolve_weights(
     Raises ``WeightsError`` when a file is missing (offline, or the download fails) and
     ``ChecksumError`` when a cached or downloaded file has the wrong sha256.
     """
+    if weights_dir is None and spec.weights_dir is not None:
+        weights_dir = spec.weights_dir  # an imported model's own folder
     paths = {}
     for role in ROLES:
         weight = spec.file_for(role)

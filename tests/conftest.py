@@ -26,6 +26,7 @@ def hermetic(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("SDGEN_CACHE", str(tmp_path / "sdgen-cache"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.setenv("SDGEN_HOME", str(tmp_path / "sdgen-home"))
     monkeypatch.delenv("SDGEN_WEIGHTS_MIRROR", raising=False)
     work = tmp_path / "work"
     work.mkdir()

@@ -1,0 +1,182 @@
+"""The model store: checkpoints imported with ``sdgen import`` (and ``--checkpoint``).
+
+Each model is a folder ``$SDGEN_HOME/models/NAME/`` (default ``~/.local/share/sdgen``)
+with keras_cv's three weight files and a ``model.json`` describing it: architecture
+family, prediction type, default size and the source file's sha256. A folder appears
+only when it is complete: conversion writes beside it and renames it into place.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError, OutputExistsError
+from .registry import ModelSpec, model_specs
+
+METADATA = "model.json"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def store_dir() -> Path:
+    """``$SDGEN_HOME/models``, else ``$XDG_DATA_HOME/sdgen/models``, else
+    ``~/.local/share/sdgen/models``."""
+    if os.environ.get("SDGEN_HOME"):
+        return Path(os.environ["SDGEN_HOME"]).expanduser() / "models"
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base).expanduser() / "sdgen" / "models"
+
+
+def check_name(name: str) -> str:
+    """A valid new model name, or ``ConfigError`` saying why not."""
+    if "/" in name or "\\" in name or os.sep in name or name in (".", ".."):
+        raise ConfigError(f"model name {name!r} must not contain path separators")
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"model name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if name in model_specs():
+        raise ConfigError(f"{name!r} is a built-in model; choose another name")
+    return name
+
+
+def imported_specs() -> dict[str, ModelSpec]:
+    """Every complete imported model, by name."""
+    folder = store_dir()
+    if not folder.is_dir():
+        return {}
+    specs = {}
+    for entry in sorted(folder.iterdir()):
+        spec = imported_spec(entry.name)
+        if spec is not None:
+            specs[entry.name] = spec
+    return specs
+
+
+def imported_spec(name: str) -> ModelSpec | None:
+    """The spec of imported model ``name``, or None."""
+    if not _NAME.fullmatch(name):
+        return None
+    folder = store_dir() / name
+    try:
+        info = json.loads((folder / METADATA).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return spec_from_metadata(name, info, folder)
+
+
+def spec_from_metadata(name: str, info: dict, folder: Path) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        family=info["family"],
+        default_size=int(info["default_size"]),
+        description=f"imported from {info.get('source', '?')}",
+        prediction_type=info.get("prediction_type", "epsilon"),
+        weights_dir=folder,
+    )
+
+
+def install(name: str, build, info: dict, overwrite: bool = False) -> Path:
+    """Make ``store_dir()/name`` from ``build(folder)``, which writes the weight files into
+    an empty temporary folder; ``info`` becomes its model.json. Nothing is left behind if
+    ``build`` fails. Raises ``OutputExistsError`` if the name is taken and not
+    ``overwrite``."""
+    target = store_dir() / name
+    if target.exists() and not overwrite:
+        raise OutputExistsError(
+            f"a model named {name!r} already exists in {store_dir()}; "
+            "pass --overwrite to replace it or choose another --name"
+        )
+    store_dir().mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=store_dir()))
+    try:
+        build(staging)
+        record = {
+            **info,
+            "name": name,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "sdgen_version": __version__,
+        }
+        (staging / METADATA).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+        if target.exists():
+            old = target.with_name(f".{name}.old")
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def source_sha256(path: Path) -> str:
+    """sha256 of a checkpoint file, or of a diffusers folder's files (names and bytes)."""
+    import hashlib
+
+    from .weights import sha256_of
+
+    path = Path(path)
+    if path.is_file():
+        return sha256_of(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(sha256_of(file).encode())
+    return digest.hexdigest()
+
+
+def import_checkpoint(
+    path: str | Path,
+    name: str,
+    overwrite: bool = False,
+    prediction_type: str | None = None,
+    default_size: int | None = None,
+    sha256: str | None = None,
+) -> ModelSpec:
+    """Convert the checkpoint at ``path`` (an original SD .safetensors/.ckpt file or a
+    diffusers folder) into the store as ``name``; returns its spec.
+
+    The architecture, prediction type and default size are detected from the checkpoint;
+    ``prediction_type`` and ``default_size`` override what was detected.
+    """
+    from . import checkpoints
+
+    path = Path(path)
+    check_name(name)
+    if (store_dir() / name).exists() and not overwrite:
+        raise OutputExistsError(
+            f"a model named {name!r} already exists in {store_dir()}; "
+            "pass --overwrite to replace it or choose another --name"
+        )
+    if not path.exists():
+        raise checkpoints.NotACheckpointError(f"checkpoint {path} does not exist")
+    digest = sha256 or source_sha256(path)
+    converted = checkpoints.convert_checkpoint(path, prediction_type=prediction_type)
+    info = {
+        "family": converted.family,
+        "prediction_type": prediction_type or converted.prediction_type,
+        "default_size": default_size or converted.default_size,
+        "source": str(path.resolve()),
+        "source_sha256": digest,
+    }
+    install(name, lambda folder: checkpoints.save_converted(converted, folder), info, overwrite)
+    return imported_spec(name)
+
+
+def checkpoint_model(path: str | Path) -> ModelSpec:
+    """The model for ``--checkpoint PATH``: converted into the store on first use, under
+    ``ckpt-`` and the start of the source's sha256, and reused after that."""
+    digest = source_sha256(Path(path))
+    name = f"ckpt-{digest[:12]}"
+    spec = imported_spec(name)
+    if spec is None:
+        spec = import_checkpoint(path, name, overwrite=True, sha256=digest)
+    return spec
