@@ -18,35 +18,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
 
 def build_folder(folder: Path) -> None:
-    import diffusers
     import torch
-    import transformers
+    from reference import sd_architectures as architectures
 
     torch.manual_seed(0)
     with torch.no_grad():
-        config = transformers.CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-        )
-        transformers.CLIPTextModel(config).save_pretrained(folder / "text_encoder")
-        diffusers.UNet2DConditionModel(
-            sample_size=64, cross_attention_dim=768, attention_head_dim=8
-        ).save_pretrained(folder / "unet")
-        diffusers.AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=512,
-        ).save_pretrained(folder / "vae")
+        architectures.text_encoder("sd15").save_pretrained(folder / "text_encoder")
+        architectures.unet("sd15").save_pretrained(folder / "unet")
+        architectures.vae().save_pretrained(folder / "vae")
 
 
 def main() -> None:

@@ -202,8 +202,7 @@ def plan(jobs: list[Job], output: OutputOptions, failures: list[Failure] | None 
     _check_template(output.name_template)
     shard, shards = output.shard
     total = sum(job.config.num_images for job in jobs)
-    folder = output.out.parent if output.out is not None else output.outdir
-    records = _latest_records(folder)
+    records = _latest_records(_output_folder(output))
     images, failures, index = [], list(failures or []), 0
     for job in jobs:
         spec = get_model_spec(job.model)
@@ -309,7 +308,7 @@ def _status(image: PlannedImage, records: dict[str, dict], output: OutputOptions
     if output.force or not path.exists():
         return image
     parameters = image.parameters()
-    record = records.get(path.relative_to(_manifest_folder(image, output)).as_posix())
+    record = records.get(path.relative_to(_output_folder(output)).as_posix())
     same = record is not None and all(
         record.get(key) == parameters[key] for key in (*_IDENTITY, "seed")
     )
@@ -336,7 +335,8 @@ def _infotext_matches(path: Path, parameters: dict) -> bool:
     return found == expected
 
 
-def _manifest_folder(_image: PlannedImage, output: OutputOptions) -> Path:
+def _output_folder(output: OutputOptions) -> Path:
+    """The folder that holds the manifest: where --out points, or --outdir."""
     return output.out.parent if output.out is not None else output.outdir
 
 
@@ -365,7 +365,7 @@ def run(
         if image.done:
             record = _record(image, image.path.read_bytes(), executor, None, output)
             if image.recover:
-                append_manifest(_manifest_folder(image, output), record)
+                append_manifest(_output_folder(output), record)
             yield Saved(image, record, skipped=True)
     by_job: dict[int, list[PlannedImage]] = {}
     for image in the_plan.todo:
@@ -390,7 +390,7 @@ def run(
             target.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(target.path, data, overwrite)
             record = _record(target, data, executor, result.seconds, output)
-            append_manifest(_manifest_folder(target, output), record)
+            append_manifest(_output_folder(output), record)
         except SdgenError as error:
             yield Failed(Failure(str(error), job.line_number, (target.index,)))
             continue
@@ -417,7 +417,7 @@ def _read_pixels(path: Path):
 def _record(image: PlannedImage, data: bytes, executor, seconds, output) -> dict:
     import hashlib
 
-    folder = _manifest_folder(image, output)
+    folder = _output_folder(output)
     record = {
         **image.parameters(),
         "file": image.path.relative_to(folder).as_posix(),

@@ -36,6 +36,7 @@ import pytest
 from sdgen import checkpoints
 from sdgen.pipeline import timestep_embedding
 
+from . import sd_architectures as architectures
 from .conftest import require
 
 torch = require("torch")
@@ -117,18 +118,7 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
     expected = {}
 
     with torch.no_grad():
-        text = transformers.CLIPTextModel(
-            transformers.CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                max_position_embeddings=77,
-                hidden_act="quick_gelu",
-                layer_norm_eps=1e-5,
-            )
-        ).eval()
+        text = architectures.text_encoder("sd15")
         _perturb(text, 1)
         out = text(input_ids=torch.from_numpy(tokens[None].astype(np.int64)))
         expected["text"] = out.last_hidden_state.numpy()
@@ -136,9 +126,7 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
         del text, out
         _release()
 
-        unet = diffusers.UNet2DConditionModel(
-            sample_size=SIZE // 8, cross_attention_dim=768, attention_head_dim=8
-        ).eval()
+        unet = architectures.unet("sd15", sample_size=SIZE // 8)
         _perturb(unet, 2)
         unet.save_pretrained(folder / "unet")
         _match_keras_cv(unet)
@@ -148,14 +136,7 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
         del unet, pred
         _release()
 
-        vae = diffusers.AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=SIZE,
-        ).eval()
+        vae = architectures.vae(sample_size=SIZE)
         _perturb(vae, 3)
         vae.save_pretrained(folder / "vae")
         _match_keras_cv(vae)
@@ -218,19 +199,7 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
     expected = {}
 
     with torch.no_grad():
-        text = transformers.CLIPTextModel(
-            transformers.CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=1024,
-                intermediate_size=4096,
-                num_hidden_layers=23,
-                num_attention_heads=16,
-                max_position_embeddings=77,
-                hidden_act="gelu",
-                layer_norm_eps=1e-5,
-                projection_dim=512,
-            )
-        ).eval()
+        text = architectures.text_encoder("sd21")
         _perturb(text, 4)
         text.save_pretrained(folder / "text_encoder")
         ids = torch.from_numpy(tokens[None].astype(np.int64))
@@ -244,12 +213,7 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
         del text, exact
         _release()
 
-        unet = diffusers.UNet2DConditionModel(
-            sample_size=96,  # SD 2.1 (768-v); the weights do not depend on it
-            cross_attention_dim=1024,
-            attention_head_dim=[5, 10, 20, 20],
-            use_linear_projection=True,
-        ).eval()
+        unet = architectures.unet("sd21", sample_size=96)  # 768-v; weights do not depend on it
         _perturb(unet, 5)
         unet.save_pretrained(folder / "unet")
         _match_keras_cv(unet)
@@ -259,14 +223,7 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
         del unet, pred
         _release()
 
-        vae = diffusers.AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=768,
-        ).eval()
+        vae = architectures.vae(sample_size=768)
         _perturb(vae, 6)
         vae.save_pretrained(folder / "vae")
         del vae

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from . import sd_architectures as architectures
 from .conftest import require
 
 torch = require("torch")
@@ -27,29 +28,12 @@ def build_sd15_folder(folder):
     """SD 1.5's architecture with seeded random weights, saved in fp16 (about 2 GB)."""
     torch.manual_seed(0)
     with torch.no_grad():
-        text = transformers.CLIPTextModel(
-            transformers.CLIPTextConfig(
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                max_position_embeddings=77,
-                hidden_act="quick_gelu",
-            )
-        )
-        text.half().save_pretrained(folder / "text_encoder")
-        del text
-        unet = diffusers.UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)
-        unet.half().save_pretrained(folder / "unet")
-        del unet
-        vae = diffusers.AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-        )
-        vae.half().save_pretrained(folder / "vae")
-        del vae
+        for name, network in [
+            ("text_encoder", lambda: architectures.text_encoder("sd15")),
+            ("unet", lambda: architectures.unet("sd15")),
+            ("vae", architectures.vae),
+        ]:
+            network().half().save_pretrained(folder / name)
 
 
 @pytest.mark.slow

@@ -1,0 +1,69 @@
+"""The SD 1.5 and SD 2.1 networks in diffusers/transformers, with random weights.
+
+Shared by the reference tests and benchmarks/import_checkpoint.py: the configurations
+are those of the published models (text encoder, U-Net, VAE); the weights are whatever
+the libraries initialise, so callers that need distinct values perturb them.
+"""
+
+from __future__ import annotations
+
+
+def text_encoder(version: str):
+    """transformers' ``CLIPTextModel`` of SD 1.x ("sd15": CLIP ViT-L/14) or SD 2.x
+    ("sd21": OpenCLIP ViT-H/14 without its last layer)."""
+    import transformers
+
+    if version == "sd15":
+        config = transformers.CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            layer_norm_eps=1e-5,
+        )
+    else:
+        config = transformers.CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=23,
+            num_attention_heads=16,
+            max_position_embeddings=77,
+            hidden_act="gelu",
+            layer_norm_eps=1e-5,
+            projection_dim=512,
+        )
+    return transformers.CLIPTextModel(config).eval()
+
+
+def unet(version: str, sample_size: int = 64):
+    """diffusers' ``UNet2DConditionModel`` of SD 1.x or SD 2.x (linear projections)."""
+    import diffusers
+
+    if version == "sd15":
+        return diffusers.UNet2DConditionModel(
+            sample_size=sample_size, cross_attention_dim=768, attention_head_dim=8
+        ).eval()
+    return diffusers.UNet2DConditionModel(
+        sample_size=sample_size,
+        cross_attention_dim=1024,
+        attention_head_dim=[5, 10, 20, 20],
+        use_linear_projection=True,
+    ).eval()
+
+
+def vae(sample_size: int = 512):
+    """diffusers' ``AutoencoderKL`` of SD 1.x and 2.x (the same for both)."""
+    import diffusers
+
+    return diffusers.AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=sample_size,
+    ).eval()
