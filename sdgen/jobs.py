@@ -28,6 +28,7 @@ from .output import (
     png_bytes,
     read_infotext,
     read_manifest,
+    save_png,
     slugify,
     write_atomically,
 )
@@ -363,7 +364,7 @@ def run(
         yield Failed(failure)
     for image in the_plan.images:
         if image.done:
-            record = _record(image, image.path.read_bytes(), executor, None, output)
+            record = _record(image, sha256_of(image.path), executor, None, output)
             if image.recover:
                 append_manifest(_output_folder(output), record)
             yield Saved(image, record, skipped=True)
@@ -386,10 +387,10 @@ def run(
             continue
         target = by_k[result.index]
         try:
-            data = png_bytes(result.pixels, format_infotext(target.parameters()))
             target.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(target.path, data, overwrite)
-            record = _record(target, data, executor, result.seconds, output)
+            infotext = format_infotext(target.parameters())
+            sha256 = save_png(target.path, result.pixels, infotext, overwrite)
+            record = _record(target, sha256, executor, result.seconds, output)
             append_manifest(_output_folder(output), record)
         except SdgenError as error:
             yield Failed(Failure(str(error), job.line_number, (target.index,)))
@@ -414,14 +415,12 @@ def _read_pixels(path: Path):
         return np.asarray(image.convert("RGB"))
 
 
-def _record(image: PlannedImage, data: bytes, executor, seconds, output) -> dict:
-    import hashlib
-
+def _record(image: PlannedImage, sha256: str, executor, seconds, output) -> dict:
     folder = _output_folder(output)
     record = {
         **image.parameters(),
         "file": image.path.relative_to(folder).as_posix(),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": sha256,
         "index": image.index,
         "line": image.job.line_number,
         "batch_size": image.job.config.batch_size,
