@@ -119,7 +119,7 @@ def main() -> None:
         per_step[name] = (seconds - decode_seconds) / steps
         print(f"{name:28}{seconds:10.2f}{per_step[name]:10.2f}")
     # what one step costs beyond the bare U-Net call: the sampler maths and Python
-    networks_at_size = pipeline._networks_for(size, size)
+    networks_at_size = pipeline.backend.networks(size, size)
     context = pipeline.encode_prompts("", prompt)
     t_emb = np.zeros((2, 320), np.float32)
     both = np.concatenate([noise, noise])

@@ -19,13 +19,14 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # the reference tests (against diffusers on PyTorch CPU) must run here, not be skipped;
-# the full-size conversion checks (about 11 GB each) get a process of their own, so the
-# memory one leaves behind never adds to the rest
+# the full-size conversion checks (about 11 GB each) and the full-size OpenVINO check get
+# a process of their own, so the memory one leaves behind never adds to the rest
 export SDGEN_REQUIRE_REFERENCE=1
 heavy=tests/reference/test_checkpoints_vs_diffusers.py
-.venv/bin/python -m pytest --deselect "$heavy" "$@"
-for part in "not sd21" "sd21"; do
-    # exit status 5 (nothing selected, e.g. with -m "not slow") is fine here
-    .venv/bin/python -m pytest "$heavy" -k "$part" "$@" || [ $? -eq 5 ]
-done
+openvino=tests/test_openvino_full_size.py
+.venv/bin/python -m pytest --deselect "$heavy" --deselect "$openvino" "$@"
+# exit status 5 (nothing selected, e.g. with -m "not slow") is fine for these
+.venv/bin/python -m pytest "$heavy" -k "not sd21" "$@" || [ $? -eq 5 ]
+.venv/bin/python -m pytest "$heavy" -k "sd21" "$@" || [ $? -eq 5 ]
+.venv/bin/python -m pytest "$openvino" "$@" || [ $? -eq 5 ]
 PATH="$PWD/.venv/bin:$PATH" bash scripts/smoke.sh

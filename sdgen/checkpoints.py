@@ -630,34 +630,53 @@ class _Walk:
         )
 
 
-def text_encoder_params() -> list[Param]:
+@dataclass(frozen=True)
+class Widths:
+    """The sizes the weight tables depend on: SD 1.x's by default. The tests convert
+    networks of the same layout at small widths with the same tables."""
+
+    text: int = 768
+    text_layers: int = 12
+    #: The U-Net's four levels; its time embedding is 4x the first.
+    unet: tuple[int, int, int, int] = (320, 640, 1280, 1280)
+    context: int = 768
+    #: The VAE decoder's four levels, from the latent side.
+    decoder: tuple[int, int, int, int] = (512, 512, 256, 128)
+
+
+SD1_WIDTHS = Widths()
+SD2_WIDTHS = Widths(text=1024, text_layers=23, context=1024)
+
+
+def text_encoder_params(widths: Widths = SD1_WIDTHS) -> list[Param]:
     """keras_cv ``TextEncoder`` (CLIP ViT-L/14 text model) weights, in keras order."""
     w = _Walk("cond_stage_model.transformer.text_model.", "text_encoder.text_model.")
+    width = widths.text
     w._add(
         "embeddings.token_embedding.weight",
         "embeddings.token_embedding.weight",
-        (49408, 768),
+        (49408, width),
         "copy",
     )
     w._add(
         "embeddings.position_embedding.weight",
         "embeddings.position_embedding.weight",
-        (77, 768),
+        (77, width),
         "copy",
     )
-    for i in range(12):
+    for i in range(widths.text_layers):
         p = f"encoder.layers.{i}."
-        w.norm(p + "layer_norm1", p + "layer_norm1", 768)
+        w.norm(p + "layer_norm1", p + "layer_norm1", width)
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            w.dense(p + "self_attn." + proj, p + "self_attn." + proj, 768, 768)
-        w.norm(p + "layer_norm2", p + "layer_norm2", 768)
-        w.dense(p + "mlp.fc1", p + "mlp.fc1", 768, 3072)
-        w.dense(p + "mlp.fc2", p + "mlp.fc2", 3072, 768)
-    w.norm("final_layer_norm", "final_layer_norm", 768)
+            w.dense(p + "self_attn." + proj, p + "self_attn." + proj, width, width)
+        w.norm(p + "layer_norm2", p + "layer_norm2", width)
+        w.dense(p + "mlp.fc1", p + "mlp.fc1", width, 4 * width)
+        w.dense(p + "mlp.fc2", p + "mlp.fc2", 4 * width, width)
+    w.norm("final_layer_norm", "final_layer_norm", width)
     return w.params
 
 
-def text_encoder_v2_params() -> list[Param]:
+def text_encoder_v2_params(widths: Widths = SD2_WIDTHS) -> list[Param]:
     """keras_cv ``TextEncoderV2`` (OpenCLIP ViT-H/14 text tower, 23 of its 24 blocks)
     weights, in keras order.
 
@@ -667,10 +686,10 @@ def text_encoder_v2_params() -> list[Param]:
     is what keras_cv's 23 layers and final LayerNormalization compute.
     """
     w = _Walk("cond_stage_model.model.", "text_encoder.text_model.")
-    width = 1024
+    width = widths.text
     w._add("token_embedding.weight", "embeddings.token_embedding.weight", (49408, width), "copy")
     w._add("positional_embedding", "embeddings.position_embedding.weight", (77, width), "copy")
-    for i in range(23):
+    for i in range(widths.text_layers):
         ldm, diff = f"transformer.resblocks.{i}.", f"encoder.layers.{i}."
         w.norm(ldm + "ln_1", diff + "layer_norm1", width)
         for index, proj in enumerate(("q_proj", "k_proj", "v_proj")):
@@ -697,17 +716,21 @@ def text_encoder_v2_params() -> list[Param]:
     return w.params
 
 
-def diffusion_model_params(context_dim: int = 768, linear_projection: bool = False) -> list[Param]:
+def diffusion_model_params(
+    widths: Widths = SD1_WIDTHS, linear_projection: bool = False
+) -> list[Param]:
     """keras_cv ``DiffusionModel`` (SD 1.x U-Net) weights, in keras order; with
-    ``context_dim=1024, linear_projection=True``, ``DiffusionModelV2``'s (SD 2.x: its
+    ``SD2_WIDTHS, linear_projection=True``, ``DiffusionModelV2``'s (SD 2.x: its
     SpatialTransformers project in and out with Dense layers, ``fully_connected=True``).
     The number of heads does not change any weight's shape."""
     w = _Walk("model.diffusion_model.", "unet.")
+    context_dim = widths.context
+    first, time_dim = widths.unet[0], 4 * widths.unet[0]
 
     def res_block(ldm, diffusers, n_in, n_out):
         w.norm(f"{ldm}.in_layers.0", f"{diffusers}.norm1", n_in)
         w.conv(f"{ldm}.in_layers.2", f"{diffusers}.conv1", n_in, n_out)
-        w.dense(f"{ldm}.emb_layers.1", f"{diffusers}.time_emb_proj", 1280, n_out)
+        w.dense(f"{ldm}.emb_layers.1", f"{diffusers}.time_emb_proj", time_dim, n_out)
         w.norm(f"{ldm}.out_layers.0", f"{diffusers}.norm2", n_out)
         w.conv(f"{ldm}.out_layers.3", f"{diffusers}.conv2", n_out, n_out)
         if n_in != n_out:
@@ -736,14 +759,13 @@ def diffusion_model_params(context_dim: int = 768, linear_projection: bool = Fal
 
     # keras lists the layers of a functional model in topological order: the first
     # time-embedding Dense, conv_in, the second Dense, then the U-Net.
-    w.dense("time_embed.0", "time_embedding.linear_1", 320, 1280)
-    w.conv("input_blocks.0.0", "conv_in", 4, 320)
-    w.dense("time_embed.2", "time_embedding.linear_2", 1280, 1280)
+    w.dense("time_embed.0", "time_embedding.linear_1", first, time_dim)
+    w.conv("input_blocks.0.0", "conv_in", 4, first)
+    w.dense("time_embed.2", "time_embedding.linear_2", time_dim, time_dim)
 
-    widths = (320, 640, 1280, 1280)
-    skips = [320]
-    channels = 320
-    for level, width in enumerate(widths):
+    skips = [first]
+    channels = first
+    for level, width in enumerate(widths.unet):
         for j in range(2):
             block = 3 * level + j + 1
             res_block(
@@ -762,11 +784,12 @@ def diffusion_model_params(context_dim: int = 768, linear_projection: bool = Fal
             )
             skips.append(channels)
 
-    res_block("middle_block.0", "mid_block.resnets.0", 1280, 1280)
-    transformer("middle_block.1", "mid_block.attentions.0", 1280)
-    res_block("middle_block.2", "mid_block.resnets.1", 1280, 1280)
+    last = widths.unet[-1]
+    res_block("middle_block.0", "mid_block.resnets.0", last, last)
+    transformer("middle_block.1", "mid_block.attentions.0", last)
+    res_block("middle_block.2", "mid_block.resnets.1", last, last)
 
-    for level, width in enumerate(reversed(widths)):
+    for level, width in enumerate(reversed(widths.unet)):
         for j in range(3):
             block = 3 * level + j
             n_in = channels + skips.pop()
@@ -783,12 +806,12 @@ def diffusion_model_params(context_dim: int = 768, linear_projection: bool = Fal
                 width,
             )
 
-    w.norm("out.0", "conv_norm_out", 320)
-    w.conv("out.2", "conv_out", 320, 4)
+    w.norm("out.0", "conv_norm_out", first)
+    w.conv("out.2", "conv_out", first, 4)
     return w.params
 
 
-def decoder_params() -> list[Param]:
+def decoder_params(widths: Widths = SD1_WIDTHS) -> list[Param]:
     """keras_cv ``Decoder`` (the VAE decoder, with post_quant_conv) weights, in keras order."""
     w = _Walk("first_stage_model.", "vae.")
 
@@ -800,22 +823,23 @@ def decoder_params() -> list[Param]:
         if n_in != n_out:
             w.conv(f"{ldm}.nin_shortcut", f"{diffusers}.conv_shortcut", n_in, n_out, 1)
 
+    mid = widths.decoder[0]
     w.conv("post_quant_conv", "post_quant_conv", 4, 4, 1)
-    w.conv("decoder.conv_in", "decoder.conv_in", 4, 512)
-    resnet("decoder.mid.block_1", "decoder.mid_block.resnets.0", 512, 512)
+    w.conv("decoder.conv_in", "decoder.conv_in", 4, mid)
+    resnet("decoder.mid.block_1", "decoder.mid_block.resnets.0", mid, mid)
     a_ldm, a_diff = "decoder.mid.attn_1", "decoder.mid_block.attentions.0"
-    w.norm(f"{a_ldm}.norm", f"{a_diff}.group_norm", 512)
+    w.norm(f"{a_ldm}.norm", f"{a_diff}.group_norm", mid)
     for ldm, new, old in (
         ("q", "to_q", "query"),
         ("k", "to_k", "key"),
         ("v", "to_v", "value"),
         ("proj_out", "to_out.0", "proj_attn"),
     ):
-        w.conv(f"{a_ldm}.{ldm}", f"{a_diff}.{new}", 512, 512, 1, aliases=(f"{a_diff}.{old}",))
-    resnet("decoder.mid.block_2", "decoder.mid_block.resnets.1", 512, 512)
+        w.conv(f"{a_ldm}.{ldm}", f"{a_diff}.{new}", mid, mid, 1, aliases=(f"{a_diff}.{old}",))
+    resnet("decoder.mid.block_2", "decoder.mid_block.resnets.1", mid, mid)
 
-    channels = 512
-    for level, width in enumerate((512, 512, 256, 128)):
+    channels = mid
+    for level, width in enumerate(widths.decoder):
         ldm_level = 3 - level
         for j in range(3):
             resnet(
@@ -832,8 +856,8 @@ def decoder_params() -> list[Param]:
                 width,
                 width,
             )
-    w.norm("decoder.norm_out", "decoder.conv_norm_out", 128)
-    w.conv("decoder.conv_out", "decoder.conv_out", 128, 3)
+    w.norm("decoder.norm_out", "decoder.conv_norm_out", channels)
+    w.conv("decoder.conv_out", "decoder.conv_out", channels, 3)
     return w.params
 
 
@@ -848,7 +872,7 @@ PARAMS_BY_FAMILY = {
     "sd-v1": PARAMS,
     "sd-v2": {
         "text_encoder": text_encoder_v2_params,
-        "diffusion_model": lambda: diffusion_model_params(1024, linear_projection=True),
+        "diffusion_model": lambda: diffusion_model_params(SD2_WIDTHS, linear_projection=True),
         "decoder": decoder_params,
     },
 }
@@ -885,10 +909,10 @@ def _to_keras(key: str, value: np.ndarray, param: Param) -> np.ndarray:
 
 
 def resolve_keys(
-    tensors: dict[str, np.ndarray], layout: str, family: str = "sd-v1"
+    tensors: dict[str, np.ndarray], layout: str, family: str = "sd-v1", params=None
 ) -> dict[str, list[tuple[str, Param]]]:
     """For each network of ``family``, the checkpoint key of each keras weight, in keras
-    order.
+    order. ``params`` replaces the family's weight tables (``{network: () -> [Param]}``).
 
     Raises :class:`CheckpointError` naming the first missing tensor, or the tensors
     that are neither used nor in the ignore lists.
@@ -899,7 +923,7 @@ def resolve_keys(
         raise ValueError(f"unknown family {family!r}")
     used = set()
     result = {}
-    for network, make in PARAMS_BY_FAMILY[family].items():
+    for network, make in (params or PARAMS_BY_FAMILY[family]).items():
         keys = []
         for param in make():
             candidates = (param.ldm,) if layout == "ldm" else (param.diffusers, *param.aliases)
@@ -927,7 +951,12 @@ def resolve_keys(
 
 
 def map_weights(
-    tensors: dict[str, np.ndarray], layout: str, family: str = "sd-v1", *, consume: bool = False
+    tensors: dict[str, np.ndarray],
+    layout: str,
+    family: str = "sd-v1",
+    *,
+    consume: bool = False,
+    params=None,
 ) -> dict[str, list[np.ndarray]]:
     """The keras_cv weight lists of a detected checkpoint of ``family``, by network.
 
@@ -936,7 +965,7 @@ def map_weights(
     ``consume``, each tensor is removed from ``tensors`` once converted, so that the
     checkpoint and its conversion are not held in memory side by side.
     """
-    resolved = resolve_keys(tensors, layout, family)
+    resolved = resolve_keys(tensors, layout, family, params)
     last_use = {
         key: (network, i) for network, keys in resolved.items() for i, (key, _) in enumerate(keys)
     }

@@ -21,6 +21,7 @@ from . import __version__
 from .config import GenerationConfig, load_preset, preset_names
 from .errors import SdgenError, UsageError
 from .registry import get_model_spec, model_specs
+from .runtimes import RUNTIMES
 
 EXIT_INTERRUPTED = 130
 _state = {"debug": False}
@@ -215,6 +216,13 @@ def _parse_shard(_ctx, _param, value):
     help="Run in mixed_float16.  [default: on for GPUs with compute capability 7.0+, off for CPU]",
 )
 @click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=lambda: os.environ.get("SDGEN_RUNTIME", "tensorflow"),
+    show_default="tensorflow, or $SDGEN_RUNTIME",
+    help="What runs the networks: TensorFlow, or OpenVINO on the CPU (faster; converts each model and size once into the cache; needs the openvino extra).",
+)
+@click.option(
     "--config",
     callback=_apply_preset,
     is_eager=True,
@@ -237,6 +245,10 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
 
     if (prompt is None) == (prompts_file is None):
         raise UsageError("give either a PROMPT or --prompts-file, not both or neither")
+    if options["runtime"] == "openvino":  # refuse before any work, not per image
+        from .runtimes.openvino import check_options
+
+        check_options(options["xla"], options["mixed_precision"])
     if options["checkpoint"] is not None:
         from .store import checkpoint_model
 
@@ -276,7 +288,7 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
         get_model_spec(options["model"])
 
     started = time.perf_counter()
-    with _tensorflow_logs(debug):
+    with _tensorflow_logs(debug, options["runtime"]):
         from .tokenizer import encode_prompt, load_tokenizer
 
         tokenizer = load_tokenizer()
@@ -305,7 +317,7 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
     on_saved = None if options["out"] is not None else _contact_sheet_writer()
     records, failed, made = [], 0, 0
     try:
-        with _tensorflow_logs(debug):
+        with _tensorflow_logs(debug, options["runtime"]):
             for event in run(the_plan, output, executor, progress, on_saved):
                 if isinstance(event, Failed):
                     failed += event.failure.count
@@ -344,7 +356,10 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
         if devices:
             device = next(iter(devices.values()))
             summary.update(
-                device=device.device, xla=device.xla, mixed_precision=device.mixed_precision
+                device=device.device,
+                runtime=device.runtime,
+                xla=device.xla,
+                mixed_precision=device.mixed_precision,
             )
         click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
     if failed:
@@ -372,6 +387,7 @@ def _executor(options, quiet, say):
         offline=options["offline"],
         xla=options["xla"],
         mixed_precision=options["mixed_precision"],
+        runtime=options["runtime"],
     )
     if options["ray_address"] is not None:
         from .executors import RayExecutor
@@ -493,26 +509,16 @@ def _step_progress(quiet: bool, total: int, steps: int):
 
 
 @contextlib.contextmanager
-def _tensorflow_logs(debug: bool):
+def _tensorflow_logs(debug: bool, runtime: str = "tensorflow"):
     """Keep TensorFlow's start-up chatter (absl and C++ logs written straight to file
-    descriptor 2 before any log level applies) off the terminal unless ``--debug``."""
-    if debug:
-        yield
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401  (import while the C++ loggers are silenced)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    import logging
+    descriptor 2 before any log level applies) off the terminal unless ``--debug``.
+    The OpenVINO runtime imports TensorFlow only to convert a network (quietly too)."""
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if runtime == "tensorflow":
+        from .runtimes.tensorflow import import_tensorflow
 
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        import_tensorflow(quiet=not debug)
     yield
 
 

@@ -22,6 +22,19 @@ class LoadOptions:
     offline: bool = False
     xla: bool | None = None
     mixed_precision: bool | None = None
+    runtime: str = "tensorflow"
+
+
+def _describe(pipeline) -> str:
+    device = pipeline.device
+    if device.runtime == "openvino":
+        converted = pipeline.backend.converted
+        made = f", converted {', '.join(converted)}" if converted else ""
+        return f"{device.device} (openvino, float32{made})"
+    return (
+        f"{device.device} (xla {'on' if device.xla else 'off'}, "
+        f"mixed precision {'on' if device.mixed_precision else 'off'})"
+    )
 
 
 @dataclass
@@ -51,14 +64,13 @@ class LocalExecutor:
                 xla=self.options.xla,
                 mixed_precision=self.options.mixed_precision,
                 download_progress=self.download_progress,
+                runtime=self.options.runtime,
             )
             self.load_seconds[model] = time.perf_counter() - began
             if self.say is not None:
-                device = self.pipelines[model].device
                 self.say(
-                    f"loaded {model} in {self.load_seconds[model]:.1f} s on {device.device} "
-                    f"(xla {'on' if device.xla else 'off'}, "
-                    f"mixed precision {'on' if device.mixed_precision else 'off'})"
+                    f"loaded {model} in {self.load_seconds[model]:.1f} s on "
+                    f"{_describe(self.pipelines[model])}"
                 )
         return self.pipelines[model]
 

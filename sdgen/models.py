@@ -17,6 +17,8 @@ All networks share keras_cv's calling convention:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .errors import ModelError
@@ -55,7 +57,7 @@ def build_text_encoder(spec: ModelSpec):
     if spec.family == "sd-v2":
         from keras_cv.models.stable_diffusion import TextEncoderV2
 
-        return TextEncoderV2(MAX_PROMPT_LENGTH, download_weights=False)
+        return match_stable_diffusion(TextEncoderV2(MAX_PROMPT_LENGTH, download_weights=False))
     if spec.family == "tiny":
         model = _tiny_text_encoder()
         _fill_deterministically(model, spec.seed)
@@ -68,14 +70,16 @@ def build_diffusion_model(spec: ModelSpec, height: int, width: int):
     if spec.family == "sd-v1":
         from keras_cv.models.stable_diffusion import DiffusionModel
 
-        return DiffusionModel(height, width, MAX_PROMPT_LENGTH, download_weights=False)
+        model = DiffusionModel(height, width, MAX_PROMPT_LENGTH, download_weights=False)
+        return match_stable_diffusion(model)
     if spec.family == "sd-v2":
         # keras_cv defines DiffusionModelV2 but does not export it
         from keras_cv.src.models.stable_diffusion.diffusion_model import DiffusionModelV2
 
-        return DiffusionModelV2(height, width, MAX_PROMPT_LENGTH, download_weights=False)
+        model = DiffusionModelV2(height, width, MAX_PROMPT_LENGTH, download_weights=False)
+        return match_stable_diffusion(model)
     if spec.family == "tiny":
-        model = _tiny_diffusion_model(height, width)
+        model = match_stable_diffusion(_tiny_diffusion_model(height, width))
         _fill_deterministically(model, spec.seed + 1)
         return model
     raise ModelError(f"model {spec.name!r} has an unknown family {spec.family!r}")
@@ -86,9 +90,9 @@ def build_decoder(spec: ModelSpec, height: int, width: int):
     if spec.family in ("sd-v1", "sd-v2"):
         from keras_cv.models.stable_diffusion import Decoder
 
-        return Decoder(height, width, download_weights=False)
+        return match_stable_diffusion(Decoder(height, width, download_weights=False))
     if spec.family == "tiny":
-        model = _tiny_decoder(height, width)
+        model = match_stable_diffusion(_tiny_decoder(height, width))
         _fill_deterministically(model, spec.seed + 2)
         return model
     raise ModelError(f"model {spec.name!r} has an unknown family {spec.family!r}")
@@ -99,6 +103,60 @@ BUILDERS = {
     "diffusion_model": build_diffusion_model,
     "decoder": build_decoder,
 }
+
+
+#: The epsilon of Stable Diffusion's GroupNorms in its VAE and in the U-Net's transformer
+#: blocks (the U-Net's residual blocks use keras_cv's 1e-5, as SD does).
+_SD_NORM_EPSILON = 1e-6
+
+
+def match_stable_diffusion(network):
+    """Make keras_cv's network compute what Stable Diffusion computes, and return it.
+
+    keras_cv departs from SD (the CompVis code its weights come from, and diffusers) in
+    ways that have nothing to do with weights: its GEGLU uses the tanh approximation of
+    GELU where SD uses the exact one, ``TextEncoderV2`` uses ``keras.ops.gelu``'s tanh
+    approximation where OpenCLIP uses the exact one, and its GroupNorms use epsilon 1e-5
+    where SD's VAE and transformer blocks use 1e-6. These moved the U-Net's output by
+    3.5e-4 and SD 2's text states by 1.1e-3 against diffusers; after this they agree
+    within 1e-5 (tests/reference/test_checkpoints_vs_diffusers.py). The layers are
+    changed in place; their weights are untouched.
+    """
+    from keras_cv.src.models.stable_diffusion.diffusion_model import GEGLU, SpatialTransformer
+    from keras_cv.src.models.stable_diffusion.text_encoder import CLIPEncoderLayer
+
+    keras = _keras()
+    layers = list(network._flatten_layers(include_self=False))
+    is_unet = any(isinstance(layer, SpatialTransformer) for layer in layers)
+    for layer in layers:
+        if isinstance(layer, GEGLU):
+            layer.__class__ = _exact_geglu_class()
+        elif isinstance(layer, SpatialTransformer):
+            layer.norm.epsilon = _SD_NORM_EPSILON
+        elif not is_unet and isinstance(layer, keras.layers.GroupNormalization):
+            layer.epsilon = _SD_NORM_EPSILON  # the VAE's
+        elif isinstance(layer, CLIPEncoderLayer) and layer.activation is keras.ops.gelu:
+            layer.activation = _exact_gelu
+    return network
+
+
+def _exact_gelu(x):
+    return _keras().ops.gelu(x, approximate=False)
+
+
+@functools.cache
+def _exact_geglu_class():
+    from keras_cv.src.models.stable_diffusion.diffusion_model import GEGLU
+
+    class ExactGEGLU(GEGLU):
+        """keras_cv's GEGLU with the exact GELU gate SD uses."""
+
+        def call(self, inputs):
+            x = self.dense(inputs)
+            value, gate = x[..., : self.output_dim], x[..., self.output_dim :]
+            return value * _exact_gelu(gate)
+
+    return ExactGEGLU
 
 
 def latent_size(model) -> tuple[int, int]:

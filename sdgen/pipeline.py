@@ -10,15 +10,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import models
 from .config import GenerationConfig
-from .errors import BadImageError, OutOfMemoryError
+from .errors import BadImageError, OutOfMemoryError, UsageError
 from .registry import ROLES, ModelSpec, get_model_spec
+from .runtimes import RUNTIMES
+from .runtimes.tensorflow import DeviceSettings, TensorFlowBackend, detect_device, is_out_of_memory
 from .samplers import get_sampler
 from .tokenizer import END_OF_TEXT, encode_prompt, load_tokenizer
 
@@ -38,34 +40,6 @@ class GeneratedImage:
     seed: int
     pixels: np.ndarray
     seconds: float = 0.0
-
-
-@dataclass
-class DeviceSettings:
-    """How the networks run.
-
-    xla: compile the U-Net step and the decoder with XLA.
-    mixed_precision: build the networks under the ``mixed_float16`` policy.
-    split_batch: call the U-Net once per row (unconditional and conditional rows
-        separately) inside one compiled step, instead of once on all 2B rows. On this
-        2-core CPU a batch of two costs more than two batches of one (2.04 s against
-        1.11 s per step at 256 px, 4.85 s against 4.54 s at 512 px), and single-row calls
-        make every image bitwise independent of its batch; GPUs want the fused call.
-    device: "CPU" or "GPU", for reports.
-    """
-
-    xla: bool = False
-    mixed_precision: bool = False
-    split_batch: bool = True
-    device: str = "CPU"
-
-
-@dataclass
-class _Networks:
-    diffusion_model: object
-    decoder: object
-    denoise: Callable = field(repr=False)
-    decode: Callable = field(repr=False)
 
 
 def timestep_embedding(timestep: float, dim: int = models.TIMESTEP_EMBEDDING_DIM) -> np.ndarray:
@@ -98,9 +72,12 @@ class Pipeline:
     """Stable Diffusion text-to-image over keras_cv networks. Load once, generate often.
 
     ``text_encoder``, ``diffusion_model`` and ``decoder`` are built keras_cv models (or
-    models with the same inputs and outputs); ``tokenizer`` is keras_cv's
-    ``SimpleTokenizer``. Networks for other image sizes are rebuilt from ``spec`` and
-    given the same weights in memory; nothing is read from disk again.
+    models with the same inputs and outputs), run by the TensorFlow runtime; ``tokenizer``
+    has CLIP's ``encode(text) -> ids`` (sdgen's ``ClipTokenizer`` or keras_cv's
+    ``SimpleTokenizer``). Networks for other image sizes are rebuilt from
+    ``spec`` and given the same weights in memory; nothing is read from disk again.
+    ``Pipeline.with_backend`` takes any runtime's backend instead (see
+    :mod:`sdgen.runtimes`).
     """
 
     def __init__(
@@ -112,23 +89,37 @@ class Pipeline:
         decoder,
         device: DeviceSettings | None = None,
     ):
+        device = device or DeviceSettings()
+        backend = TensorFlowBackend(spec, text_encoder, diffusion_model, decoder, device)
+        self._setup(spec, tokenizer, backend, device)
+
+    @classmethod
+    def with_backend(cls, spec: ModelSpec, tokenizer, backend, device: DeviceSettings) -> Pipeline:
+        """A pipeline whose networks run on ``backend`` (``encode``, ``networks``)."""
+        pipeline = cls.__new__(cls)
+        pipeline._setup(spec, tokenizer, backend, device)
+        return pipeline
+
+    def _setup(self, spec, tokenizer, backend, device) -> None:
         self.spec = spec
         self.tokenizer = tokenizer
-        self.text_encoder = text_encoder
-        self.device = device or DeviceSettings()
-        size = models.latent_size(diffusion_model)
-        self._networks = {size: self._compile(diffusion_model, decoder)}
-        self._encode = self._function(lambda tokens, positions: text_encoder([tokens, positions]))
+        self.backend = backend
+        self.device = device
+
+    @property
+    def text_encoder(self):
+        """The Keras text encoder (TensorFlow runtime)."""
+        return self.backend.text_encoder
 
     @property
     def diffusion_model(self):
-        """The U-Net at the size the pipeline was loaded for."""
-        return next(iter(self._networks.values())).diffusion_model
+        """The Keras U-Net at the size the pipeline was loaded for (TensorFlow runtime)."""
+        return self.backend.diffusion_model
 
     @property
     def decoder(self):
-        """The VAE decoder at the size the pipeline was loaded for."""
-        return next(iter(self._networks.values())).decoder
+        """The Keras VAE decoder at the size the pipeline was loaded for (TensorFlow runtime)."""
+        return self.backend.decoder
 
     @property
     def model_name(self) -> str:
@@ -158,7 +149,7 @@ class Pipeline:
         try:
             # 1. encode prompt: [negative, prompt] in one batch of two
             context = self.encode_prompts(config.negative_prompt, config.prompt)
-            networks = self._networks_for(height, width)
+            networks = self.backend.networks(height, width)
             wanted = list(range(config.num_images)) if only is None else sorted(only)
             for start in range(0, len(wanted), config.batch_size):
                 began = time.perf_counter()
@@ -178,7 +169,7 @@ class Pipeline:
                     seconds = share + time.perf_counter() - decode_began
                     yield GeneratedImage(k, config.seed + k, pixels, seconds)
         except Exception as error:
-            if _is_out_of_memory(error):
+            if is_out_of_memory(error):
                 raise OutOfMemoryError(
                     f"ran out of memory at {width}x{height} with batch size "
                     f"{config.batch_size}; try --batch-size 1 or a smaller --width/--height"
@@ -195,7 +186,7 @@ class Pipeline:
             ]
         )
         positions = np.tile(np.arange(models.MAX_PROMPT_LENGTH, dtype=np.int32), (2, 1))
-        return np.asarray(self._encode(tokens, positions), dtype=np.float32)
+        return self.backend.encode(tokens, positions)
 
     def _denoise(self, networks, sampler, latents, generators, context, config, indices, callback):
         run = sampler.start(config.steps, self.spec.prediction_type)
@@ -217,10 +208,8 @@ class Pipeline:
             if guided:
                 both = np.concatenate([model_input, model_input])
                 output = networks.denoise(both, np.concatenate([t_emb, t_emb]), contexts, scale)
-            elif self.device.split_batch:
-                output = networks.denoise(model_input, t_emb, contexts, None)
             else:
-                output = _call_padded(networks.denoise, model_input, t_emb, contexts, None)
+                output = networks.denoise(model_input, t_emb, contexts, None)
             noise = None
             if run.needs_noise:
                 noise = np.stack([_draw(g, height, width) for g in generators])
@@ -237,92 +226,15 @@ class Pipeline:
                 "the networks produced NaN or infinite values, so no image was saved; "
                 "with --mixed-precision this can be float16 overflow: try without it"
             )
-        return np.clip(np.round((decoded + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-    def _networks_for(self, height: int, width: int) -> _Networks:
-        if (height, width) not in self._networks:
-            current = next(iter(self._networks.values()))
-            diffusion_model = models.build_diffusion_model(self.spec, height, width)
-            diffusion_model.set_weights(current.diffusion_model.get_weights())
-            decoder = models.build_decoder(self.spec, height, width)
-            decoder.set_weights(current.decoder.get_weights())
-            self._networks[(height, width)] = self._compile(diffusion_model, decoder)
-        return self._networks[(height, width)]
-
-    def _compile(self, diffusion_model, decoder) -> _Networks:
-        import tensorflow as tf
-
-        def unet(latents, t_emb, contexts):
-            return tf.cast(diffusion_model([latents, t_emb, contexts], training=False), tf.float32)
-
-        def denoise(latents, t_emb, contexts, guidance_scale):
-            if self.device.split_batch:
-                rows = range(latents.shape[0])  # static: traced per batch size
-                noise = tf.concat(
-                    [unet(latents[i : i + 1], t_emb[i : i + 1], contexts[i : i + 1]) for i in rows],
-                    axis=0,
-                )
-            else:
-                noise = unet(latents, t_emb, contexts)
-            if guidance_scale is None:
-                return noise
-            unconditional, conditional = tf.split(noise, 2)
-            return unconditional + guidance_scale * (conditional - unconditional)
-
-        def decode(latents):
-            return tf.cast(decoder(latents, training=False), tf.float32)
-
-        return _Networks(diffusion_model, decoder, self._function(denoise), self._function(decode))
-
-    def _function(self, fn):
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=self.device.xla)
-
-
-def _call_padded(fn, *arrays):
-    """Call ``fn`` with every array padded to a batch of at least two rows, and return the
-    rows that were asked for (used by the fused U-Net call).
-
-    TensorFlow's reductions (group and layer norm) collapse a batch dimension of 1 and sum
-    in another order, so a lone image would differ in the last bits from the same image
-    inside a batch; the guided call always has 2B >= 2 rows, and this pads the unguided one.
-    """
-    batch = len(arrays[0])
-    if batch >= 2:
-        return fn(*arrays)
-    padded = [a if a is None else np.concatenate([a, a]) for a in arrays]
-    return np.asarray(fn(*padded))[:batch]
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, MemoryError):
-        return True
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(error, tf.errors.ResourceExhaustedError)
-
-
-def detect_device(xla: bool | None = None, mixed_precision: bool | None = None) -> DeviceSettings:
-    """Device defaults: on a GPU, XLA on, mixed precision on (compute capability 7.0+) and
-    one fused U-Net call per step; on a CPU XLA and mixed precision off, because there
-    XLA made keras_cv slower (32 s against 23 s for 4 steps at 256 px on 2 cores) and
-    float16 is emulated, and one U-Net call per row (see ``DeviceSettings``)."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    capability = (0, 0)
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        capability = details.get("compute_capability") or (0, 0)
-    return DeviceSettings(
-        xla=bool(gpus) if xla is None else xla,
-        mixed_precision=(capability >= (7, 0)) if mixed_precision is None else mixed_precision,
-        split_batch=not gpus,
-        device="GPU" if gpus else "CPU",
-    )
+        pixels = np.clip(np.round((decoded + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        if not pixels.any():
+            # what float16 underflow or a broken conversion gives; no real decode is
+            # exactly black everywhere (the VAE always leaves some texture)
+            raise BadImageError(
+                "the networks produced an all-black image, so it was not saved; "
+                "with --mixed-precision this can be float16 underflow: try without it"
+            )
+        return pixels
 
 
 def load_pipeline(
@@ -335,6 +247,7 @@ def load_pipeline(
     xla: bool | None = None,
     mixed_precision: bool | None = None,
     download_progress=None,
+    runtime: str = "tensorflow",
 ) -> Pipeline:
     """Resolve the weights of ``model`` and build its networks.
 
@@ -343,7 +256,9 @@ def load_pipeline(
         ``kcv_decoder.h5``; without it, files come from the caches or are downloaded.
     offline: never download; raise ``WeightsError`` naming the missing file instead.
     width, height: the size to build the networks for first [the model's default].
-    xla, mixed_precision: None picks what suits the device (see ``detect_device``).
+    xla, mixed_precision: None picks what suits the device (see ``detect_device``);
+        TensorFlow runtime only.
+    runtime: ``tensorflow`` or ``openvino`` (see :mod:`sdgen.runtimes`).
     """
     from .weights import resolve_weights
 
@@ -354,20 +269,34 @@ def load_pipeline(
         offline=offline,
         progress=download_progress,
     )
+    height = height or spec.default_size
+    width = width or spec.default_size
+
+    def build(role: str, height: int, width: int):
+        network = models.BUILDERS[role](spec, height, width)
+        if role in paths:
+            models.load_weights(network, paths[role])
+        return network
+
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    if runtime == "openvino":
+        from .runtimes.openvino import OpenVinoBackend, check_options, default_folder
+
+        check_options(xla, mixed_precision)
+
+        backend = OpenVinoBackend(spec, default_folder(spec, paths), build)
+        backend.networks(height, width)  # convert or load the U-Net and decoder now
+        device = DeviceSettings(device="CPU", runtime="openvino")
+        return Pipeline.with_backend(spec, load_tokenizer(), backend, device)
+
     device = detect_device(xla, mixed_precision)
     import keras
 
     keras.mixed_precision.set_global_policy(
         "mixed_float16" if device.mixed_precision else "float32"
     )
-    height = height or spec.default_size
-    width = width or spec.default_size
-    networks = {}
-    for role in ROLES:
-        network = models.BUILDERS[role](spec, height, width)
-        if role in paths:
-            models.load_weights(network, paths[role])
-        networks[role] = network
+    networks = {role: build(role, height, width) for role in ROLES}
     return Pipeline(
         spec,
         load_tokenizer(),

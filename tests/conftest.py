@@ -28,6 +28,7 @@ def hermetic(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     monkeypatch.setenv("SDGEN_HOME", str(tmp_path / "sdgen-home"))
     monkeypatch.delenv("SDGEN_WEIGHTS_MIRROR", raising=False)
+    monkeypatch.delenv("SDGEN_RUNTIME", raising=False)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

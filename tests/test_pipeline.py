@@ -19,9 +19,9 @@ def config(**kwargs):
 
 
 def test_pipeline_exposes_the_keras_cv_networks_and_tokenizer(tiny_pipeline):
-    from keras_cv.models.stable_diffusion import SimpleTokenizer
+    from sdgen.tokenizer import ClipTokenizer
 
-    assert isinstance(tiny_pipeline.tokenizer, SimpleTokenizer)
+    assert isinstance(tiny_pipeline.tokenizer, ClipTokenizer)
     assert tiny_pipeline.text_encoder.outputs[0].shape[1] == 77
     assert tuple(tiny_pipeline.diffusion_model.inputs[0].shape[1:]) == (16, 16, 4)
     assert tuple(tiny_pipeline.decoder.outputs[0].shape[1:]) == (128, 128, 3)
@@ -181,3 +181,42 @@ def test_public_api_from_the_package():
     assert callable(sdgen.load_pipeline) and "dpmpp-2m" in sdgen.SAMPLERS
     with pytest.raises(AttributeError):
         sdgen.nope  # noqa: B018
+
+
+class _BrokenBackend:
+    """Real tiny networks, except that the decoder returns ``image``."""
+
+    def __init__(self, backend, image):
+        self.backend, self.image = backend, image
+        self.converted = []
+
+    def encode(self, tokens, positions):
+        return self.backend.encode(tokens, positions)
+
+    def networks(self, height, width):
+        from sdgen.runtimes import Networks
+
+        real = self.backend.networks(height, width)
+        return Networks(real.denoise, lambda latents: np.full((1, height, width, 3), self.image))
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.nan, "NaN or infinite values"),
+        (np.inf, "NaN or infinite values"),
+        (-1.0, "an all-black image"),
+    ],
+)
+def test_broken_decodes_are_reported_not_returned(tiny_pipeline, image, message):
+    from sdgen.errors import BadImageError
+    from sdgen.pipeline import Pipeline
+
+    broken = Pipeline.with_backend(
+        tiny_pipeline.spec,
+        tiny_pipeline.tokenizer,
+        _BrokenBackend(tiny_pipeline.backend, np.float32(image)),
+        tiny_pipeline.device,
+    )
+    with pytest.raises(BadImageError, match=message):
+        broken.generate(config(steps=1))

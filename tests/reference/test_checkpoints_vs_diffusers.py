@@ -4,21 +4,18 @@ Full-size SD 1.5 networks (CLIPTextModel, UNet2DConditionModel, AutoencoderKL) a
 with seeded random weights, every parameter perturbed so no two norms or biases are
 alike (a swapped pair would show), saved as a diffusers folder, converted with
 :mod:`sdgen.checkpoints` and loaded into keras_cv's networks. The text encoder's hidden
-states, the U-Net's noise prediction and the VAE decode must agree within 1e-4 (relative
-to the output's scale).
+states, the U-Net's noise prediction and the VAE decode must agree within 1e-4 max abs.
 
-keras_cv's networks differ from diffusers in two places that have nothing to do with the
-weights: GEGLU uses the tanh approximation of GELU, and every GroupNormalization has
-epsilon 1e-5 where diffusers' VAE and transformer blocks use 1e-6. The torch side is set
-to keras_cv's choices so that the comparison isolates the conversion.
+The diffusers side is unmodified: sdgen builds keras_cv's networks with SD's exact GELU
+and GroupNorm epsilons (``sdgen.models.match_stable_diffusion``), which keras_cv itself
+approximates (tanh GELU, epsilon 1e-5), so the comparison covers both the conversion and
+the arithmetic.
 
 The SD 2.1 test does the same for ``TextEncoderV2`` (23 of OpenCLIP's 24 layers, as
 diffusers' SD 2 ``CLIPTextModel``) and ``DiffusionModelV2`` (linear proj_in/proj_out,
-64-wide heads, context 1024). keras_cv's ``TextEncoderV2`` also uses the tanh
-approximation of GELU (``keras.ops.gelu``'s default) where SD 2's text tower uses the
-exact one, so the torch side's activation is switched for that comparison too. The
-VAE decoder's mapping is the same for both families and is compared numerically in the
-SD 1.5 test only; the SD 2.1 test checks that its weights load.
+64-wide heads, context 1024), through sdgen's builders. The VAE decoder's mapping is
+the same for both families and is compared numerically in the SD 1.5 test only; the
+SD 2.1 test checks that its weights load.
 
 Two more tests check the single-file (CompVis / OpenCLIP) names against diffusers' own
 LDM converters, without building any network.
@@ -26,6 +23,7 @@ LDM converters, without building any network.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import shutil
@@ -83,23 +81,14 @@ def _perturb(module, seed):
                 param.copy_(torch.randn_like(param) / math.sqrt(fan_in))
 
 
-def _match_keras_cv(module):
-    import torch.nn.functional as F
-
-    for sub in module.modules():
-        if isinstance(sub, torch.nn.GroupNorm):
-            sub.eps = 1e-5
-        if isinstance(sub, diffusers.models.activations.GEGLU):
-            sub.gelu = lambda gate: F.gelu(gate, approximate="tanh")
-
-
 def _close(actual, expected, tol=1e-4):
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     assert actual.shape == expected.shape
-    scale = max(1.0, float(np.abs(expected).max()))
+    scale = float(np.abs(expected).max())
     error = float(np.abs(actual - expected).max())
-    print(f"max abs error {error:.3g} (scale {scale:.3g})")
-    assert error <= tol * scale, f"max abs error {error:.3g} (scale {scale:.3g})"
+    print(f"max abs error {error:.3g} (output scale {scale:.3g})")
+    assert scale > 0.5  # outputs of a working network, not near-zero ones
+    assert error <= tol, f"max abs error {error:.3g} (output scale {scale:.3g})"
 
 
 @pytest.mark.usefixtures("remove_tmp_path")
@@ -129,7 +118,6 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
         unet = architectures.unet("sd15", sample_size=SIZE // 8)
         _perturb(unet, 2)
         unet.save_pretrained(folder / "unet")
-        _match_keras_cv(unet)
         sample = torch.from_numpy(latent.transpose(0, 3, 1, 2).copy())
         pred = unet(sample, timestep, encoder_hidden_states=torch.from_numpy(context)).sample
         expected["unet"] = pred.numpy().transpose(0, 2, 3, 1)
@@ -139,7 +127,6 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
         vae = architectures.vae(sample_size=SIZE)
         _perturb(vae, 3)
         vae.save_pretrained(folder / "vae")
-        _match_keras_cv(vae)
         decoded = vae.decode(torch.from_numpy(latent.transpose(0, 3, 1, 2).copy()) / 0.18215)
         expected["vae"] = decoded.sample.numpy().transpose(0, 2, 3, 1)
         del vae, decoded
@@ -184,10 +171,6 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
     import json
 
     import keras
-    from keras_cv.models.stable_diffusion import TextEncoderV2
-    from keras_cv.src.models.stable_diffusion.diffusion_model import DiffusionModelV2
-    from transformers.activations import ACT2FN
-    from transformers.models.clip import modeling_clip
 
     folder = tmp_path / "sd21"
     rng = np.random.default_rng(1)
@@ -203,20 +186,13 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
         _perturb(text, 4)
         text.save_pretrained(folder / "text_encoder")
         ids = torch.from_numpy(tokens[None].astype(np.int64))
-        exact = text(input_ids=ids).last_hidden_state.numpy()
-        mlps = [m for m in text.modules() if isinstance(m, modeling_clip.CLIPMLP)]
-        assert len(mlps) == 23
-        for mlp in mlps:
-            mlp.activation_fn = ACT2FN["gelu_pytorch_tanh"]
         expected["text"] = text(input_ids=ids).last_hidden_state.numpy()
-        print(f"exact vs tanh GELU: {np.abs(exact - expected['text']).max():.3g}")
-        del text, exact
+        del text
         _release()
 
         unet = architectures.unet("sd21", sample_size=96)  # 768-v; weights do not depend on it
         _perturb(unet, 5)
         unet.save_pretrained(folder / "unet")
-        _match_keras_cv(unet)
         sample = torch.from_numpy(latent.transpose(0, 3, 1, 2).copy())
         pred = unet(sample, timestep, encoder_hidden_states=torch.from_numpy(context)).sample
         expected["unet"] = pred.numpy().transpose(0, 2, 3, 1)
@@ -247,8 +223,10 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
     assert sorted(p.name for p in out.iterdir()) == sorted(checkpoints.FILENAMES.values())
 
     from sdgen import models
+    from sdgen.registry import get_model_spec
 
-    encoder = TextEncoderV2(77, download_weights=False)
+    spec = dataclasses.replace(get_model_spec("sd-v1.4"), family="sd-v2")
+    encoder = models.build_text_encoder(spec)
     models.load_weights(encoder, out / checkpoints.FILENAMES["text_encoder"])
     positions = np.arange(77, dtype=np.int32)[None]
     _close(encoder.predict_on_batch([tokens[None], positions]), expected["text"])
@@ -256,7 +234,7 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
     keras.backend.clear_session()
     _release()
 
-    unet_k = DiffusionModelV2(SIZE, SIZE, 77, download_weights=False)
+    unet_k = models.build_diffusion_model(spec, SIZE, SIZE)
     models.load_weights(unet_k, out / checkpoints.FILENAMES["diffusion_model"])
     t_emb = timestep_embedding(timestep)[None]
     _close(unet_k.predict_on_batch([latent, t_emb, context]), expected["unet"])

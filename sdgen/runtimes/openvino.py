@@ -1,0 +1,199 @@
+"""The OpenVINO runtime: keras_cv's networks converted once, cached, run in float32.
+
+The first use of a model at a size converts its Keras networks (``openvino.convert_model``
+on a ``tf.function`` of each) and saves them under ``$SDGEN_CACHE/openvino/``; later runs
+read the converted files directly, so no Keras network is built and no random weights
+are drawn only to be overwritten. The CPU plugin runs with ``INFERENCE_PRECISION_HINT``
+f32: its default on CPUs with bfloat16 units is bfloat16, which moves the U-Net's output
+by ~3e-2 (see the README's benchmark section).
+
+Converted files are keyed by a fingerprint of the weights (the files' paths, sizes and
+modification times, or the tiny model's seed), sdgen's, keras_cv's and OpenVINO's
+versions and the code that builds the Keras networks, so new weights, a new version or a
+change to the networks convert again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SdgenError, UsageError
+from ..registry import ModelSpec
+from . import Networks
+
+#: ``load(role, height, width)`` -> a built Keras network holding the model's weights.
+KerasLoader = Callable[[str, int, int], object]
+
+#: The CPU plugin's settings: float32 arithmetic, as TensorFlow computes.
+COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+class RuntimeUnavailableError(UsageError):
+    """A runtime was asked for whose package is not installed."""
+
+
+class ConversionError(SdgenError):
+    """A network could not be converted to OpenVINO's format."""
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError as error:
+        raise RuntimeUnavailableError(
+            "--runtime openvino needs OpenVINO: pip install 'sdgen[openvino]'"
+        ) from error
+    return openvino
+
+
+def check_options(xla: bool | None, mixed_precision: bool | None) -> None:
+    """Raise ``UsageError`` for TensorFlow-only options, or if OpenVINO is missing."""
+    if xla or mixed_precision:
+        raise UsageError("--xla and --mixed-precision apply to the tensorflow runtime only")
+    import_openvino()
+
+
+def fingerprint(spec: ModelSpec, weight_paths: dict[str, Path]) -> str:
+    """A short hash naming the converted files of ``spec`` with these weights."""
+    from importlib.metadata import version
+
+    from .. import __version__, models
+
+    ov = import_openvino()
+    parts = [spec.family, str(spec.seed), __version__, version("keras-cv"), ov.__version__]
+    # how the Keras networks are built (models.py) is part of what was converted
+    parts.append(hashlib.sha256(Path(models.__file__).read_bytes()).hexdigest())
+    for role in sorted(weight_paths):
+        path = Path(weight_paths[role]).resolve()
+        stat = path.stat()
+        parts.append(f"{role}={path}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+class OpenVinoBackend:
+    """Runs converted networks on OpenVINO's CPU plugin, converting what the cache lacks.
+
+    folder: where this model's converted files live (one per network and size).
+    load_keras: builds a Keras network with its weights, called only to convert.
+    """
+
+    def __init__(self, spec: ModelSpec, folder: Path, load_keras: KerasLoader):
+        ov = import_openvino()
+        self.spec = spec
+        self.folder = Path(folder)
+        self.converted: list[str] = []  # files converted by this process, for reports
+        self._load_keras = load_keras
+        self._core = ov.Core()
+        self._networks: dict[tuple[int, int], Networks] = {}
+        text_encoder = self._compiled("text_encoder", None)
+        self._encode = _Request(text_encoder)
+
+    def encode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        return self._encode(tokens.astype(np.int32), positions.astype(np.int32))
+
+    def networks(self, height: int, width: int) -> Networks:
+        if (height, width) not in self._networks:
+            unet = _Request(self._compiled("diffusion_model", (height, width)))
+            decoder = _Request(self._compiled("decoder", (height, width)))
+
+            def denoise(latents, t_emb, contexts, guidance_scale):
+                # one row at a time: as fast as a fused call on a CPU, and every image
+                # is independent of its batch
+                noise = np.concatenate(
+                    [
+                        unet(latents[i : i + 1], t_emb[i : i + 1], contexts[i : i + 1])
+                        for i in range(len(latents))
+                    ]
+                )
+                if guidance_scale is None:
+                    return noise
+                unconditional, conditional = np.split(noise, 2)
+                return unconditional + np.float32(guidance_scale) * (conditional - unconditional)
+
+            def decode(latents):
+                return np.concatenate([decoder(latents[i : i + 1]) for i in range(len(latents))])
+
+            self._networks[(height, width)] = Networks(denoise, decode)
+        return self._networks[(height, width)]
+
+    def path(self, role: str, size: tuple[int, int] | None) -> Path:
+        """The converted file of ``role`` at ``size`` (None: the text encoder)."""
+        name = role if size is None else f"{role}-{size[1]}x{size[0]}"
+        return self.folder / f"{name}.xml"
+
+    def _compiled(self, role: str, size: tuple[int, int] | None):
+        path = self.path(role, size)
+        if not path.exists():
+            self._convert(role, size, path)
+        return self._core.compile_model(str(path), "CPU", COMPILE_CONFIG)
+
+    def _convert(self, role: str, size: tuple[int, int] | None, path: Path) -> None:
+        import gc
+
+        import openvino as ov
+
+        from .tensorflow import import_tensorflow
+
+        import_tensorflow(quiet=os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3")
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")
+        height, width = size or (self.spec.default_size, self.spec.default_size)
+        network = self._load_keras(role, height, width)
+        try:
+            converted = ov.convert_model(_concrete_function(role, network))
+        except Exception as error:  # OpenVINO's frontend errors have no common base
+            raise ConversionError(f"could not convert the {role} to OpenVINO: {error}") from error
+        self.folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.stem}-", dir=self.folder))
+        try:
+            ov.save_model(converted, str(staging / path.name), compress_to_fp16=False)
+            # the .bin first: an .xml present means its weights are complete
+            os.replace(staging / path.with_suffix(".bin").name, path.with_suffix(".bin"))
+            os.replace(staging / path.name, path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        # only now: the converted model's constants share the Keras network's memory
+        del converted, network
+        gc.collect()
+        self.converted.append(path.name)
+
+
+def _concrete_function(role: str, network):
+    """``network`` traced for the batch the pipeline calls it with."""
+    import tensorflow as tf
+
+    batch = 2 if role == "text_encoder" else 1  # the text encoder: negative prompt, prompt
+    signature = [tf.TensorSpec((batch, *t.shape[1:]), t.dtype) for t in network.inputs]
+    if len(signature) == 1:
+        function = tf.function(lambda x: network(x, training=False))
+    else:
+        function = tf.function(lambda *xs: network(list(xs), training=False))
+    return function.get_concrete_function(*signature)
+
+
+class _Request:
+    """One compiled network and its infer request: ``request(*arrays)`` -> its output."""
+
+    def __init__(self, compiled):
+        self._request = compiled.create_infer_request()
+
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        outputs = self._request.infer([np.ascontiguousarray(a) for a in arrays])
+        return np.array(outputs[0], dtype=np.float32, copy=True)
+
+
+def default_folder(spec: ModelSpec, weight_paths: dict[str, Path]) -> Path:
+    from ..weights import cache_dir
+
+    return cache_dir() / "openvino" / f"{spec.name}-{fingerprint(spec, weight_paths)}"
+
+
+__all__ = ["OpenVinoBackend", "RuntimeUnavailableError", "default_folder", "fingerprint"]

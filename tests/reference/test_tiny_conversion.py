@@ -1,0 +1,153 @@
+"""The checkpoint conversion against diffusers/transformers at tiny size, in seconds.
+
+The same check as test_checkpoints_vs_diffusers.py (which runs at full size and is
+slow): diffusers networks with random weights are saved as a diffusers folder, read
+back with sdgen's reader, mapped with sdgen's weight tables (at the tiny widths) into
+keras_cv's layers laid out as keras_cv lays them out (``keras_cv_layouts``), and the
+text states, the U-Net's prediction and the VAE decode must agree within 1e-4 max abs,
+for SD 1.x's layout and for SD 2.x's (exact GELU, linear projections).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sdgen import checkpoints
+from sdgen.checkpoints import Widths
+from sdgen.pipeline import timestep_embedding
+
+from . import keras_cv_layouts as layouts
+from .conftest import require
+
+torch = require("torch")
+diffusers = require("diffusers")
+transformers = require("transformers")
+
+TINY = Widths(text=32, text_layers=2, unet=(32, 64, 128, 128), context=32, decoder=(64, 64, 32, 32))
+TEXT_HEADS, UNET_HEADS = 2, 8
+SIZE = 64  # pixels
+LIMIT = 1e-4
+
+
+def diffusers_networks(v2: bool, seed: int):
+    torch.manual_seed(seed)
+    text = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=TINY.text,
+            intermediate_size=4 * TINY.text,
+            num_hidden_layers=TINY.text_layers,
+            num_attention_heads=TEXT_HEADS,
+            max_position_embeddings=77,
+            hidden_act="gelu" if v2 else "quick_gelu",
+            layer_norm_eps=1e-5,
+        )
+    )
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=SIZE // 8,
+        block_out_channels=TINY.unet,
+        cross_attention_dim=TINY.context,
+        attention_head_dim=UNET_HEADS,
+        use_linear_projection=v2,
+    )
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=tuple(reversed(TINY.decoder)),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=SIZE,
+    )
+    with torch.no_grad():  # distinct values everywhere, so a swapped pair would show
+        for module in (text, unet, vae):
+            for param in module.parameters():
+                if param.ndim == 1:
+                    param.add_(0.1 * torch.randn_like(param))
+                else:
+                    param.copy_(torch.randn_like(param) / np.sqrt(np.prod(param.shape[1:])))
+    return text.eval(), unet.eval(), vae.eval()
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["sd1-layout", "sd2-layout"])
+def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v2):
+    text, unet, vae = diffusers_networks(v2, seed=7 if v2 else 3)
+    folder = tmp_path / "tiny"
+    text.save_pretrained(folder / "text_encoder")
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+
+    rng = np.random.default_rng(0)
+    tokens = np.concatenate([[49406], rng.integers(0, 49406, 12), [49407] * 64])
+    tokens = tokens.astype(np.int32)[None]
+    latent = rng.standard_normal((1, SIZE // 8, SIZE // 8, 4)).astype(np.float32)
+    context = rng.standard_normal((1, 77, TINY.context)).astype(np.float32)
+    timestep = 501.0
+    with torch.no_grad():
+        expected = {
+            "text": text(
+                input_ids=torch.from_numpy(tokens.astype(np.int64))
+            ).last_hidden_state.numpy(),
+            "unet": unet(
+                torch.from_numpy(latent.transpose(0, 3, 1, 2).copy()),
+                timestep,
+                encoder_hidden_states=torch.from_numpy(context),
+            )
+            .sample.numpy()
+            .transpose(0, 2, 3, 1),
+            "vae": vae.decode(torch.from_numpy(latent.transpose(0, 3, 1, 2).copy()) / 0.18215)
+            .sample.numpy()
+            .transpose(0, 2, 3, 1),
+        }
+
+    tables = {
+        "text_encoder": lambda: (
+            checkpoints.text_encoder_v2_params(TINY)
+            if v2
+            else checkpoints.text_encoder_params(TINY)
+        ),
+        "diffusion_model": lambda: checkpoints.diffusion_model_params(TINY, linear_projection=v2),
+        "decoder": lambda: checkpoints.decoder_params(TINY),
+    }
+    tensors = checkpoints.read_checkpoint(folder)
+    weights = checkpoints.map_weights(tensors, "diffusers", params=tables)
+
+    encoder = layouts.text_encoder(TINY, TEXT_HEADS, v2=v2)
+    encoder.set_weights(weights["text_encoder"])
+    positions = np.arange(77, dtype=np.int32)[None]
+    got = {"text": encoder.predict_on_batch([tokens, positions])}
+    model = layouts.diffusion_model(TINY, UNET_HEADS, SIZE, fully_connected=v2)
+    model.set_weights(weights["diffusion_model"])
+    t_emb = timestep_embedding(timestep, dim=TINY.unet[0])[None]
+    got["unet"] = model.predict_on_batch([latent, t_emb, context])
+    decoder = layouts.decoder(TINY, SIZE)
+    decoder.set_weights(weights["decoder"])
+    got["vae"] = decoder.predict_on_batch(latent)
+
+    errors = {name: float(np.abs(got[name] - expected[name]).max()) for name in expected}
+    print(errors)
+    for name in expected:
+        assert got[name].shape == expected[name].shape
+        assert np.abs(expected[name]).max() > 0.5  # a working network's output
+    assert max(errors.values()) <= LIMIT, errors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["text_encoder", "diffusion_model", "decoder"])
+def test_layouts_at_sd_widths_list_the_weights_keras_cv_classes_list(role):
+    """The tiny check stands for the full-size one only if the layouts are keras_cv's."""
+    from sdgen import models
+    from sdgen.registry import get_model_spec
+
+    spec = get_model_spec("sd-v1.4")
+    if role == "text_encoder":
+        ours = layouts.text_encoder(checkpoints.SD1_WIDTHS, 12)
+    elif role == "diffusion_model":
+        ours = layouts.diffusion_model(checkpoints.SD1_WIDTHS, 8, SIZE)
+    else:
+        ours = layouts.decoder(checkpoints.SD1_WIDTHS, SIZE)
+    theirs = models.BUILDERS[role](spec, SIZE, SIZE)
+    assert [tuple(w.shape) for w in ours.weights] == [tuple(w.shape) for w in theirs.weights]
+    assert [type(layer).__name__ for layer in ours._flatten_layers()][1:] == [
+        type(layer).__name__ for layer in theirs._flatten_layers()
+    ][1:]

@@ -1,0 +1,178 @@
+"""The OpenVINO runtime against the TensorFlow one, with the tiny model: the same numbers,
+converted files cached and reused without building any Keras network, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import only_line, png_files
+
+from sdgen import models
+from sdgen.config import GenerationConfig
+from sdgen.pipeline import load_pipeline
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def openvino_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
+@pytest.fixture
+def openvino_pipeline(openvino_cache, monkeypatch):
+    monkeypatch.setenv("SDGEN_CACHE", str(openvino_cache))
+    return load_pipeline("tiny", width=SIZE, height=SIZE, runtime="openvino")
+
+
+def inputs(seed=0, text_width=64):
+    rng = np.random.default_rng(seed)
+    latents = rng.standard_normal((2, SIZE // 8, SIZE // 8, 4)).astype(np.float32)
+    t_emb = rng.standard_normal((2, 320)).astype(np.float32)
+    contexts = rng.standard_normal((2, 77, text_width)).astype(np.float32)
+    return latents, t_emb, contexts
+
+
+def test_openvino_networks_match_tensorflow_within_1e_3(tiny_pipeline, openvino_pipeline):
+    tokens = np.stack([np.arange(77) + 300, np.arange(77) + 1000]).astype(np.int32)
+    positions = np.tile(np.arange(77, dtype=np.int32), (2, 1))
+    tf_states = tiny_pipeline.backend.encode(tokens, positions)
+    ov_states = openvino_pipeline.backend.encode(tokens, positions)
+    assert np.abs(tf_states - ov_states).max() <= 1e-3
+    assert np.abs(tf_states).max() > 0.1  # not a comparison of zeros
+
+    tf_nets = tiny_pipeline.backend.networks(SIZE, SIZE)
+    ov_nets = openvino_pipeline.backend.networks(SIZE, SIZE)
+    latents, t_emb, contexts = inputs()
+    for scale in (None, np.float32(7.5)):
+        expected = tf_nets.denoise(latents, t_emb, contexts, scale)
+        got = ov_nets.denoise(latents, t_emb, contexts, scale)
+        assert got.shape == expected.shape
+        assert np.abs(expected - got).max() <= 1e-3
+    decoded = ov_nets.decode(latents)
+    assert decoded.shape == (2, SIZE, SIZE, 3)
+    assert np.abs(tf_nets.decode(latents) - decoded).max() <= 1e-3
+
+
+def test_openvino_images_match_tensorflow_images(tiny_pipeline, openvino_pipeline):
+    config = GenerationConfig(
+        prompt="a cat", steps=4, width=SIZE, height=SIZE, seed=5, num_images=2, sampler="euler-a"
+    )
+    expected = tiny_pipeline.generate(config)
+    got = openvino_pipeline.generate(config)
+    for a, b in zip(expected, got, strict=True):
+        difference = np.abs(a.pixels.astype(int) - b.pixels.astype(int))
+        assert difference.max() <= 1  # one level of 255, from float32 rounding order
+        assert (difference > 0).mean() < 0.01
+
+
+def test_converted_networks_are_cached_and_reused_without_keras(
+    openvino_pipeline, openvino_cache, monkeypatch
+):
+    folder = openvino_pipeline.backend.folder
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == [
+        "decoder-128x128.bin",
+        "decoder-128x128.xml",
+        "diffusion_model-128x128.bin",
+        "diffusion_model-128x128.xml",
+        "text_encoder.bin",
+        "text_encoder.xml",
+    ]  # and no staging folder left behind
+
+    def refuse(*args):
+        raise AssertionError("a Keras network was built although the cache has it")
+
+    monkeypatch.setitem(models.BUILDERS, "text_encoder", refuse)
+    monkeypatch.setitem(models.BUILDERS, "diffusion_model", refuse)
+    monkeypatch.setitem(models.BUILDERS, "decoder", refuse)
+    again = load_pipeline("tiny", width=SIZE, height=SIZE, runtime="openvino")
+    assert again.backend.converted == []
+    config = GenerationConfig(prompt="a dog", steps=3, width=SIZE, height=SIZE, seed=1)
+    first = openvino_pipeline.generate(config)[0].pixels
+    assert np.array_equal(first, again.generate(config)[0].pixels)
+
+
+def test_another_size_converts_its_own_networks(openvino_pipeline):
+    config = GenerationConfig(prompt="a dog", steps=2, width=192, height=128, seed=1)
+    image = openvino_pipeline.generate(config)[0]
+    assert image.pixels.shape == (128, 192, 3)
+    assert openvino_pipeline.backend.path("diffusion_model", (128, 192)).exists()
+    assert openvino_pipeline.backend.path("decoder", (128, 192)).exists()
+
+
+def test_new_weights_get_a_new_conversion(tmp_path):
+    from sdgen.registry import get_model_spec
+    from sdgen.runtimes.openvino import fingerprint
+
+    spec = get_model_spec("tiny")
+    weights = tmp_path / "kcv_decoder.h5"
+    weights.write_bytes(b"one")
+    first = fingerprint(spec, {"decoder": weights})
+    assert fingerprint(spec, {"decoder": weights}) == first
+    weights.write_bytes(b"other")
+    assert fingerprint(spec, {"decoder": weights}) != first
+    assert fingerprint(spec, {}) != first
+
+
+def test_cli_runs_the_openvino_runtime(run_cli, hermetic):
+    result = run_cli(
+        "a red bicycle", "--model", "tiny", "--steps", "3", "--runtime", "openvino", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["runtime"] == "openvino"
+    assert summary["done"] == 1
+    assert len(png_files(hermetic / "outputs")) == 1
+    assert "converted text_encoder.xml" in result.stderr
+
+
+def test_runtime_comes_from_the_environment(run_cli, monkeypatch):
+    monkeypatch.setenv("SDGEN_RUNTIME", "openvino")
+    result = run_cli("a cat", "--model", "tiny", "--steps", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["runtime"] == "openvino"
+
+
+def test_xla_with_openvino_is_a_usage_error(run_cli, hermetic):
+    result = run_cli("a cat", "--model", "tiny", "--runtime", "openvino", "--xla")
+    assert result.exit_code == 2
+    assert only_line(result.stderr) == (
+        "Error: --xla and --mixed-precision apply to the tensorflow runtime only"
+    )
+    assert not (hermetic / "outputs").exists()
+
+
+def test_unknown_runtime_is_a_usage_error(run_cli):
+    result = run_cli("a cat", "--model", "tiny", "--runtime", "onnx")
+    assert result.exit_code == 2
+    assert "'onnx' is not one of 'tensorflow', 'openvino'" in result.stderr
+
+
+def test_missing_openvino_is_one_line_naming_the_extra(run_cli, hermetic, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    result = run_cli("a cat", "--model", "tiny", "--steps", "2", "--runtime", "openvino")
+    assert result.exit_code == 2
+    assert only_line(result.stderr) == (
+        "Error: --runtime openvino needs OpenVINO: pip install 'sdgen[openvino]'"
+    )
+    assert not (hermetic / "outputs").exists()
+
+
+def test_a_cached_openvino_run_never_imports_tensorflow(run_cli, hermetic):
+    args = ["a cat", "--model", "tiny", "--steps", "2", "--seed", "3", "--runtime", "openvino"]
+    first = run_cli(*args, "--out", "first.png", "--quiet")
+    assert first.exit_code == 0, first.stderr
+    code = (
+        "import sys\nfrom sdgen.cli import main\n"
+        f"try:\n    main({[*args, '--out', 'again.png', '--quiet']!r})\n"
+        "except SystemExit as exit_:\n"
+        "    print(exit_.code, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["0", "False", "False"], result.stdout + result.stderr
+    assert (hermetic / "first.png").read_bytes() == (hermetic / "again.png").read_bytes()
