@@ -7,6 +7,24 @@ the libraries initialise, so callers that need distinct values perturb them.
 
 from __future__ import annotations
 
+import math
+
+
+def perturb(module, seed: int) -> None:
+    """Redraw every parameter of ``module`` from ``seed``: biases and norms get a 0.1
+    normal added, so no two are alike (a swapped pair would show), and weights a fan-in
+    scaled normal, so activations keep their scale."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            if param.ndim == 1:
+                param.add_(0.1 * torch.randn_like(param))
+            else:
+                fan_in = math.prod(param.shape[1:])
+                param.copy_(torch.randn_like(param) / math.sqrt(fan_in))
+
 
 def text_encoder(version: str):
     """transformers' ``CLIPTextModel`` of SD 1.x ("sd15": CLIP ViT-L/14) or SD 2.x

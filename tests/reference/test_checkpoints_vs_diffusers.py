@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import math
 import shutil
 
 import numpy as np
@@ -70,17 +69,6 @@ def remove_tmp_path(tmp_path):
     _release()
 
 
-def _perturb(module, seed):
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            if param.ndim == 1:
-                param.add_(0.1 * torch.randn_like(param))
-            else:
-                fan_in = math.prod(param.shape[1:])
-                param.copy_(torch.randn_like(param) / math.sqrt(fan_in))
-
-
 def _close(actual, expected, tol=1e-4):
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     assert actual.shape == expected.shape
@@ -108,7 +96,7 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
 
     with torch.no_grad():
         text = architectures.text_encoder("sd15")
-        _perturb(text, 1)
+        architectures.perturb(text, 1)
         out = text(input_ids=torch.from_numpy(tokens[None].astype(np.int64)))
         expected["text"] = out.last_hidden_state.numpy()
         text.save_pretrained(folder / "text_encoder")
@@ -116,7 +104,7 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
         _release()
 
         unet = architectures.unet("sd15", sample_size=SIZE // 8)
-        _perturb(unet, 2)
+        architectures.perturb(unet, 2)
         unet.save_pretrained(folder / "unet")
         sample = torch.from_numpy(latent.transpose(0, 3, 1, 2).copy())
         pred = unet(sample, timestep, encoder_hidden_states=torch.from_numpy(context)).sample
@@ -125,7 +113,7 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
         _release()
 
         vae = architectures.vae(sample_size=SIZE)
-        _perturb(vae, 3)
+        architectures.perturb(vae, 3)
         vae.save_pretrained(folder / "vae")
         decoded = vae.decode(torch.from_numpy(latent.transpose(0, 3, 1, 2).copy()) / 0.18215)
         expected["vae"] = decoded.sample.numpy().transpose(0, 2, 3, 1)
@@ -183,7 +171,7 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
 
     with torch.no_grad():
         text = architectures.text_encoder("sd21")
-        _perturb(text, 4)
+        architectures.perturb(text, 4)
         text.save_pretrained(folder / "text_encoder")
         ids = torch.from_numpy(tokens[None].astype(np.int64))
         expected["text"] = text(input_ids=ids).last_hidden_state.numpy()
@@ -191,7 +179,7 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
         _release()
 
         unet = architectures.unet("sd21", sample_size=96)  # 768-v; weights do not depend on it
-        _perturb(unet, 5)
+        architectures.perturb(unet, 5)
         unet.save_pretrained(folder / "unet")
         sample = torch.from_numpy(latent.transpose(0, 3, 1, 2).copy())
         pred = unet(sample, timestep, encoder_hidden_states=torch.from_numpy(context)).sample
@@ -200,7 +188,7 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
         _release()
 
         vae = architectures.vae(sample_size=768)
-        _perturb(vae, 6)
+        architectures.perturb(vae, 6)
         vae.save_pretrained(folder / "vae")
         del vae
         _release()

@@ -18,6 +18,7 @@ from sdgen.checkpoints import Widths
 from sdgen.pipeline import timestep_embedding
 
 from . import keras_cv_layouts as layouts
+from . import sd_architectures as architectures
 from .conftest import require
 
 torch = require("torch")
@@ -59,13 +60,8 @@ def diffusers_networks(v2: bool, seed: int):
         latent_channels=4,
         sample_size=SIZE,
     )
-    with torch.no_grad():  # distinct values everywhere, so a swapped pair would show
-        for module in (text, unet, vae):
-            for param in module.parameters():
-                if param.ndim == 1:
-                    param.add_(0.1 * torch.randn_like(param))
-                else:
-                    param.copy_(torch.randn_like(param) / np.sqrt(np.prod(param.shape[1:])))
+    for offset, module in enumerate((text, unet, vae)):
+        architectures.perturb(module, seed + offset)
     return text.eval(), unet.eval(), vae.eval()
 
 
