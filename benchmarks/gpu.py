@@ -8,7 +8,9 @@ sdgen's pipeline and with keras_cv's ``text_to_image`` on the same networks, and
 - the same without XLA and in float32, for sdgen;
 - correctness: every image is finite and not all black (sdgen's pipeline refuses such
   images), and the mixed-precision images against the float32 ones (mean and max
-  absolute pixel difference, from the same starting noise).
+  absolute pixel difference, from the same starting noise);
+- ``--batch-size auto``: the free memory ``nvidia-smi`` reported before loading, the batch
+  it gives at the size, and a 3-step run of that many images (whether it had to halve).
 
     python benchmarks/gpu.py                      # on a GPU machine
     python benchmarks/gpu.py --size 128 --steps 3 --batch 1   # a dry run on a CPU
@@ -49,8 +51,10 @@ def main() -> None:
     from sdgen.config import GenerationConfig
     from sdgen.pipeline import DeviceSettings, Pipeline
     from sdgen.registry import get_model_spec
+    from sdgen.runtimes.memory import gpu_free_bytes
     from sdgen.tokenizer import load_tokenizer
 
+    free = gpu_free_bytes()  # before TensorFlow reserves the GPU's memory
     gpus = tf.config.list_physical_devices("GPU")
     device = "GPU" if gpus else "CPU"
     name = tf.config.experimental.get_device_details(gpus[0]).get("device_name") if gpus else ""
@@ -117,6 +121,19 @@ def main() -> None:
         difference = np.abs(pixels[label].astype(int) - reference)
         print(f"{label:46} vs float32: mean {difference.mean():.2f}, max {difference.max()} "
               f"(of 255); finite and not black: checked by the pipeline")  # fmt: skip
+
+    if gpus and free is not None:
+        settings = DeviceSettings(False, True, split_batch=False, device=device, free_memory=free)
+        pipeline = Pipeline(spec, tokenizer, *mixed, settings)
+        chosen = pipeline.backend.auto_batch_size(size, size)
+        auto = dataclasses.replace(config, steps=3, num_images=chosen, batch_size="auto")
+        began = time.perf_counter()
+        images = pipeline.generate(auto)
+        fitted = pipeline.auto_batch_size(size, size)
+        print(f"--batch-size auto, mixed_float16: {free / 2**30:.1f} GiB free before loading "
+              f"-> {chosen} images at {size}x{size}; {len(images)} images x 3 steps ran in "
+              f"{time.perf_counter() - began:.0f} s with batches of {fitted} "
+              "(two sets of weights are loaded here, the estimate counts one)")  # fmt: skip
 
 
 if __name__ == "__main__":

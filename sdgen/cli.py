@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import GenerationConfig, load_preset, preset_names
+from .config import AUTO_BATCH, GenerationConfig, load_preset, preset_names
 from .errors import SdgenError, UsageError
 from .registry import get_model_spec, model_specs
 from .runtimes import RUNTIMES
@@ -94,6 +94,15 @@ def _parse_shard(_ctx, _param, value):
     return (k, n)
 
 
+def _parse_batch_size(_ctx, _param, value):
+    if value is None or isinstance(value, int) or value == AUTO_BATCH:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a whole number or '{AUTO_BATCH}'") from None
+
+
 @cli.command()
 @click.argument("prompt", required=False)
 @click.option(
@@ -131,10 +140,11 @@ def _parse_shard(_ctx, _param, value):
 @click.option("--num-images", type=int, default=1, show_default=True, help="Images per prompt.")
 @click.option(
     "--batch-size",
-    type=int,
-    default=1,
+    default="1",
     show_default=True,
-    help="Images denoised together; changes speed and memory, never pixels.",
+    callback=_parse_batch_size,
+    help="Images denoised together; changes speed and memory, never pixels. 'auto': as many "
+    "as free GPU memory holds (1 on a CPU, where bigger batches are slower).",
 )
 @click.option(
     "--sampler",

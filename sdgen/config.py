@@ -21,6 +21,8 @@ SIZE_MULTIPLE = 64
 MAX_SIZE = 4096
 #: SD models are trained on 1000 noise levels; more steps than that repeat timesteps.
 MAX_STEPS = 1000
+#: ``batch_size`` that lets the backend choose from free memory
+AUTO_BATCH = "auto"
 
 #: Folders searched for ``--config NAME``: the presets installed with the package, then
 #: the ``configs/`` folder of a source checkout.
@@ -40,6 +42,7 @@ class GenerationConfig:
     seed: seed of image 0; image k uses ``seed + k`` [None = chosen at random].
     num_images: images to make for this prompt [1].
     batch_size: images denoised together [1]; it changes speed and memory, never pixels.
+        ``"auto"``: as many as the free memory holds (see ``Pipeline.generate_iter``).
     sampler: a sampler name (``ddim``, ``euler``, ``euler-a``, ``dpmpp-2m``,
         ``dpmpp-2m-karras``), its AUTOMATIC1111 label, or a sampler object [``ddim``].
     """
@@ -52,7 +55,7 @@ class GenerationConfig:
     height: int | None = None
     seed: int | None = None
     num_images: int = 1
-    batch_size: int = 1
+    batch_size: int | str = 1
     sampler: str | object = "ddim"
 
     def __post_init__(self) -> None:
@@ -81,7 +84,12 @@ class GenerationConfig:
                     f"needs; use {max(lower, SIZE_MULTIPLE)} or {lower + SIZE_MULTIPLE}"
                 )
         _check_int("num_images", self.num_images, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=1)
+        if isinstance(self.batch_size, str) and self.batch_size != AUTO_BATCH:
+            raise ConfigError(
+                f"batch size must be a whole number or '{AUTO_BATCH}', got {self.batch_size!r}"
+            )
+        if self.batch_size != AUTO_BATCH:
+            _check_int("batch_size", self.batch_size, minimum=1)
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
             if self.seed + self.num_images - 1 > MAX_SEED:

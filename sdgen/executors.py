@@ -6,11 +6,13 @@ runner in :mod:`sdgen.jobs` saves them. Both executors load each model once and 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import AUTO_BATCH
 from .errors import SdgenError
 
 
@@ -160,6 +162,8 @@ class RayExecutor:
         tasks = []
         for job, ks in work:
             size = job.config.batch_size
+            if size == AUTO_BATCH:  # spread over the actors; each picks its own batches
+                size = max(1, math.ceil(len(ks) / len(self.actors)))
             tasks += [(job, ks[i : i + size]) for i in range(0, len(ks), size)]
         pool = ActorPool(self.actors)
 

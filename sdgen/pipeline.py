@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import models
-from .config import GenerationConfig
+from .config import AUTO_BATCH, GenerationConfig
 from .errors import BadImageError, OutOfMemoryError, UsageError
 from .registry import ROLES, ModelSpec, get_model_spec
 from .runtimes import RUNTIMES
@@ -105,6 +105,7 @@ class Pipeline:
         self.tokenizer = tokenizer
         self.backend = backend
         self.device = device
+        self._auto_sizes: dict[tuple[int, int], int] = {}  # --batch-size auto, per size
 
     @property
     def text_encoder(self):
@@ -140,27 +141,42 @@ class Pipeline:
         """Yield the images of ``config`` as each batch finishes, so none is lost if a
         later batch fails. Image k uses seed ``config.seed + k`` and is identical
         whatever ``config.batch_size`` is, so ``only`` (a list of image numbers k) can
-        make just the images a resumed run still lacks. ``config.seed`` must be set."""
+        make just the images a resumed run still lacks. ``config.seed`` must be set.
+
+        ``batch_size="auto"`` asks the backend how many images its free memory holds
+        (``auto_batch_size``) and halves the batch whenever denoising runs out of memory
+        anyway, so an estimate that was too high costs a retry, not the run."""
         if config.seed is None:
             raise ValueError("config.seed must be set; use config.with_defaults()")
         height = config.height or self.spec.default_size
         width = config.width or self.spec.default_size
         sampler = get_sampler(config.sampler)
+        wanted = list(range(config.num_images)) if only is None else sorted(only)
+        auto = config.batch_size == AUTO_BATCH
+        size = self.auto_batch_size(height, width) if auto else config.batch_size
         try:
             # 1. encode prompt: [negative, prompt] in one batch of two
             context = self.encode_prompts(config.negative_prompt, config.prompt)
             networks = self.backend.networks(height, width)
-            wanted = list(range(config.num_images)) if only is None else sorted(only)
-            for start in range(0, len(wanted), config.batch_size):
+            start = 0
+            while start < len(wanted):
                 began = time.perf_counter()
-                indices = wanted[start : start + config.batch_size]
+                indices = wanted[start : start + size]
                 # 2. initial latents, one generator per image
                 generators = [image_generator(config.seed + k) for k in indices]
                 latents = np.stack([_draw(g, height, width) for g in generators])
                 # 3. denoise
-                latents = self._denoise(
-                    networks, sampler, latents, generators, context, config, indices, callback
-                )
+                try:
+                    latents = self._denoise(
+                        networks, sampler, latents, generators, context, config, indices, callback
+                    )
+                except Exception as error:
+                    if not (auto and len(indices) > 1 and is_out_of_memory(error)):
+                        raise
+                    size = len(indices) // 2
+                    self._auto_sizes[(height, width)] = size
+                    continue  # the same images again, in smaller batches
+                start += len(indices)
                 # 4. decode, one image at a time
                 share = (time.perf_counter() - began) / len(indices)
                 for k, latent in zip(indices, latents, strict=True):
@@ -170,11 +186,20 @@ class Pipeline:
                     yield GeneratedImage(k, config.seed + k, pixels, seconds)
         except Exception as error:
             if is_out_of_memory(error):
+                chosen = " (chosen by --batch-size auto)" if auto else ""
                 raise OutOfMemoryError(
-                    f"ran out of memory at {width}x{height} with batch size "
-                    f"{config.batch_size}; try --batch-size 1 or a smaller --width/--height"
+                    f"ran out of memory at {width}x{height} with batch size {size}{chosen}; "
+                    "try --batch-size 1 or a smaller --width/--height"
                 ) from error
             raise
+
+    def auto_batch_size(self, height: int, width: int) -> int:
+        """The batch ``--batch-size auto`` uses at this size: the backend's estimate, or
+        the size that last fitted after a batch ran out of memory."""
+        if (height, width) not in self._auto_sizes:
+            estimate = getattr(self.backend, "auto_batch_size", None)
+            self._auto_sizes[(height, width)] = estimate(height, width) if estimate else 1
+        return self._auto_sizes[(height, width)]
 
     def encode_prompts(self, negative_prompt: str, prompt: str) -> np.ndarray:
         """Text-encoder states of (negative prompt, prompt), shape (2, 77, width)."""

@@ -131,6 +131,11 @@ def test_bad_seed(run_cli):
     assert_error(run_cli("x", *TINY, "--seed", str(2**32)), USAGE, "seed must be at most")
 
 
+def test_batch_size_is_a_number_or_auto(run_cli):
+    assert_error(run_cli("x", *TINY, "--batch-size", "lots"), USAGE, "'lots'", "or 'auto'")
+    assert_error(run_cli("x", *TINY, "--batch-size", "0"), USAGE, "batch size must be at least 1")
+
+
 def test_weights_folder_missing_a_file(run_cli, hermetic):
     (hermetic / "w").mkdir()
     result = run_cli("x", *TINY, "--weights", "w")

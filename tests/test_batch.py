@@ -204,8 +204,9 @@ def test_ray_run_matches_a_local_run(hermetic):
     )
     assert local.returncode == 0, local.stderr
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    on_ray = ["--outdir", "ray", "--ray", "--ray-workers", "2", "--batch-size", "auto"]
     distributed = subprocess.run(
-        [sys.executable, "-m", "sdgen", *common, "--outdir", "ray", "--ray", "--ray-workers", "2"],
+        [sys.executable, "-m", "sdgen", *common, *on_ray],
         capture_output=True,
         text=True,
         timeout=600,
@@ -218,7 +219,7 @@ def test_ray_run_matches_a_local_run(hermetic):
         assert np.array_equal(pixels(hermetic / "local" / name), pixels(hermetic / "ray" / name))
     assert len(read_manifest(hermetic / "ray")) == 3
     again = subprocess.run(
-        [sys.executable, "-m", "sdgen", *common, "--outdir", "ray", "--ray", "--ray-workers", "2"],
+        [sys.executable, "-m", "sdgen", *common, *on_ray],
         capture_output=True,
         text=True,
         timeout=600,

@@ -62,11 +62,11 @@ def test_same_seed_same_pixels_and_seeds_count_up(run_cli, hermetic):
 
 
 def test_batch_size_never_changes_pixels(run_cli, hermetic):
-    for batch in ("1", "2", "3"):
+    for batch in ("1", "2", "3", "auto"):
         args = ("a boat", *TINY, "--seed", "9", "--num-images", "3", "--batch-size", batch)
         assert run_cli(*args, "--outdir", f"b{batch}").exit_code == 0
     reference = [pixels(p) for p in png_files(hermetic / "b1")]
-    for batch in ("2", "3"):
+    for batch in ("2", "3", "auto"):
         images = [pixels(p) for p in png_files(hermetic / f"b{batch}")]
         assert all(np.array_equal(a, b) for a, b in zip(reference, images, strict=True))
 

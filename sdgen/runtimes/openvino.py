@@ -98,6 +98,10 @@ class OpenVinoBackend:
     def encode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
         return self._encode(tokens.astype(np.int32), positions.astype(np.int32))
 
+    def auto_batch_size(self, height: int, width: int) -> int:
+        """1: the U-Net runs one row at a time whatever the batch (see ``networks``)."""
+        return 1
+
     def networks(self, height: int, width: int) -> Networks:
         if (height, width) not in self._networks:
             unet = _Request(self._compiled("diffusion_model", (height, width)))

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import models
 from ..registry import ModelSpec
-from . import Networks
+from . import Networks, memory
 
 
 @dataclass
@@ -26,6 +26,8 @@ class DeviceSettings:
         make every image bitwise independent of its batch; GPUs want the fused call.
     device: "CPU" or "GPU", for reports.
     runtime: "tensorflow" or "openvino", for reports.
+    free_memory: bytes free on the GPU before sdgen loaded anything (None: unknown or a
+        CPU), for ``--batch-size auto``.
     """
 
     xla: bool = False
@@ -33,6 +35,7 @@ class DeviceSettings:
     split_batch: bool = True
     device: str = "CPU"
     runtime: str = "tensorflow"
+    free_memory: int | None = None
 
 
 def import_tensorflow(quiet: bool = True):
@@ -76,6 +79,8 @@ def detect_device(xla: bool | None = None, mixed_precision: bool | None = None) 
         mixed_precision=(capability >= (7, 0)) if mixed_precision is None else mixed_precision,
         split_batch=not gpus,
         device="GPU" if gpus else "CPU",
+        # asked before any network is built: TensorFlow then reserves most of the GPU
+        free_memory=memory.gpu_free_bytes() if gpus else None,
     )
 
 
@@ -97,6 +102,20 @@ class TensorFlowBackend:
 
     def encode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
         return np.asarray(self._encode(tokens, positions), dtype=np.float32)
+
+    def auto_batch_size(self, height: int, width: int) -> int:
+        """Images per batch for ``--batch-size auto``: on a CPU 1, because there a batch
+        is slower than its images one by one (see ``DeviceSettings.split_batch``); on a
+        GPU as many as its free memory holds after the weights (see ``memory``)."""
+        if self.device.device != "GPU" or self.device.free_memory is None:
+            return 1
+        element = 2 if self.device.mixed_precision else 4
+        networks = (self.text_encoder, self.diffusion_model, self.decoder)
+        weights = 4 * sum(network.count_params() for network in networks)  # float32 variables
+        reserved = weights + memory.decoder_bytes(height, width, element)
+        # an image is two U-Net rows under classifier-free guidance
+        per_image = 2 * memory.unet_row_bytes(self.spec.family, height, width, element)
+        return memory.fit_batch(self.device.free_memory, reserved, per_image)
 
     def networks(self, height: int, width: int) -> Networks:
         if (height, width) not in self._networks:
