@@ -97,6 +97,46 @@ def test_converted_networks_are_cached_and_reused_without_keras(
     assert np.array_equal(first, again.generate(config)[0].pixels)
 
 
+def _resident_weight_bytes(folder) -> int:
+    """Resident bytes of this process's mappings of ``folder``'s converted weights."""
+    prefix, total, ours = str(folder.resolve()), 0, False
+    with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if not fields[0].endswith(":"):  # a mapping's first line
+                ours = len(fields) >= 6 and fields[5].startswith(prefix)
+                ours = ours and fields[5].endswith(".bin")
+            elif fields[0] == "Rss:" and ours:
+                total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_compiled_networks_leave_no_second_copy_of_the_weights_resident(
+    openvino_pipeline, monkeypatch
+):
+    from sdgen.runtimes import openvino
+
+    folder = openvino_pipeline.backend.folder
+    assert _resident_weight_bytes(folder) == 0
+    # without the release, compiling leaves the files' pages resident beside OpenVINO's
+    # own copy, so the check above can fail
+    monkeypatch.setattr(openvino, "release_mapped_weights", lambda folder: 0)
+    kept = openvino.OpenVinoBackend(openvino_pipeline.spec, folder, load_keras=None)
+    assert _resident_weight_bytes(folder) > 0
+    monkeypatch.undo()
+    assert openvino.release_mapped_weights(folder) > 0
+    assert _resident_weight_bytes(folder) == 0
+    # and the networks compute what they computed before, bit for bit
+    latents, t_emb, contexts = inputs(seed=4)
+    before = openvino_pipeline.backend.networks(SIZE, SIZE)
+    after = kept.networks(SIZE, SIZE)  # compiled (and released) again
+    scale = np.float32(7.5)
+    expected = before.denoise(latents, t_emb, contexts, scale)
+    assert np.array_equal(after.denoise(latents, t_emb, contexts, scale), expected)
+    assert np.array_equal(after.decode(latents), before.decode(latents))
+
+
 def test_another_size_converts_its_own_networks(openvino_pipeline):
     config = GenerationConfig(prompt="a dog", steps=2, width=192, height=128, seed=1)
     image = openvino_pipeline.generate(config)[0]
