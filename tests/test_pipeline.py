@@ -29,6 +29,7 @@ def test_pipeline_exposes_the_keras_cv_networks_and_tokenizer(tiny_pipeline):
     assert {"ResBlock", "SpatialTransformer", "Upsample", "PaddedConv2D"} <= layers
 
 
+@pytest.mark.fresh_load
 def test_tiny_model_is_deterministic_across_loads(tiny_pipeline):
     from sdgen.pipeline import load_pipeline
 
@@ -151,11 +152,10 @@ def test_seed_must_be_set_for_the_pipeline(tiny_pipeline):
         tiny_pipeline.generate(GenerationConfig("a cat", width=128, height=128))
 
 
-@pytest.mark.parametrize("split_batch", [True, False])
-def test_fused_and_split_unet_calls_agree_and_are_batch_invariant(tiny_pipeline, split_batch):
+def _with_unet_calls(tiny_pipeline, split_batch: bool):
     from sdgen.pipeline import DeviceSettings, Pipeline
 
-    pipeline = Pipeline(
+    return Pipeline(
         tiny_pipeline.spec,
         tiny_pipeline.tokenizer,
         tiny_pipeline.text_encoder,
@@ -163,15 +163,37 @@ def test_fused_and_split_unet_calls_agree_and_are_batch_invariant(tiny_pipeline,
         tiny_pipeline.decoder,
         DeviceSettings(split_batch=split_batch),
     )
-    for guidance in (7.5, 1.0):
-        alone = pipeline.generate(config(seed=6, guidance_scale=guidance))[0].pixels
-        batch = pipeline.generate(
-            config(seed=5, num_images=2, batch_size=2, guidance_scale=guidance)
-        )
-        assert np.array_equal(alone, batch[1].pixels)
-        reference = tiny_pipeline.generate(config(seed=6, guidance_scale=guidance))[0].pixels
-        # the two ways of calling the U-Net differ only in float rounding
-        assert np.abs(alone.astype(int) - reference.astype(int)).max() <= 1
+
+
+def _levels_apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(int) - b.astype(int))
+
+
+@pytest.mark.parametrize("guidance", [7.5, 1.0])
+def test_per_row_unet_calls_are_bit_identical_across_batch_sizes(tiny_pipeline, guidance):
+    # every U-Net call sees one row, whatever the batch, so the kernels and their
+    # summation order are the same for an image alone and inside a batch, on any CPU
+    pipeline = _with_unet_calls(tiny_pipeline, split_batch=True)
+    alone = pipeline.generate(config(seed=6, guidance_scale=guidance))[0].pixels
+    batch = pipeline.generate(config(seed=5, num_images=2, batch_size=2, guidance_scale=guidance))
+    assert np.array_equal(alone, batch[1].pixels)
+
+
+@pytest.mark.parametrize("guidance", [7.5, 1.0])
+def test_fused_unet_call_stays_within_one_level_across_batch_sizes(tiny_pipeline, guidance):
+    # one call on all 2B rows: the math library may pick other kernels (another blocking,
+    # another summation order) for another batch, as oneDNN does on AVX2 CPUs, so an image
+    # may move by a level of 255 in a few pixels; bit-identical is not promised
+    pipeline = _with_unet_calls(tiny_pipeline, split_batch=False)
+    alone = pipeline.generate(config(seed=6, guidance_scale=guidance))[0].pixels
+    batch = pipeline.generate(config(seed=5, num_images=2, batch_size=2, guidance_scale=guidance))
+    apart = _levels_apart(alone, batch[1].pixels)
+    assert apart.max() <= 1 and (apart > 0).mean() < 0.01
+    # and it computes what the per-row calls compute, up to the same rounding
+    per_row = _with_unet_calls(tiny_pipeline, split_batch=True)
+    reference = per_row.generate(config(seed=6, guidance_scale=guidance))[0].pixels
+    apart = _levels_apart(alone, reference)
+    assert apart.max() <= 1 and (apart > 0).mean() < 0.01
 
 
 def test_public_api_from_the_package():
