@@ -1,5 +1,12 @@
 """Shared fixtures: a hermetic home, cache and output folder for every test, a helper
-that runs the real CLI entry point in-process, and one tiny pipeline per session."""
+that runs the real CLI entry point in-process, and one tiny pipeline per session.
+
+Building the tiny model's Keras networks and tracing their compiled steps takes seconds,
+and most tests run the CLI several times; so within one test process, ``load_pipeline``
+builds the tiny model once per (size, device options) on the TensorFlow runtime and hands
+the same loaded pipeline to every later caller. A test that is about loading itself takes
+the ``fresh_load`` marker, and other runtimes, weight folders and models always load.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +42,41 @@ def hermetic(tmp_path, monkeypatch):
     return work
 
 
+_TINY_PIPELINES: dict[tuple, object] = {}
+
+
+@pytest.fixture(autouse=True)
+def reuse_tiny_pipelines(request, monkeypatch):
+    """Memoise ``load_pipeline("tiny", ...)`` on the TensorFlow runtime for this process
+    (see the module docstring); ``@pytest.mark.fresh_load`` turns it off for a test."""
+    if request.node.get_closest_marker("fresh_load"):
+        return
+    import sdgen.pipeline
+
+    real = sdgen.pipeline.load_pipeline
+
+    def load_pipeline(model="sd-v1.4", **options):
+        plain = (
+            model == "tiny"
+            and options.get("weights_dir") is None
+            and options.get("runtime", "tensorflow") == "tensorflow"
+            and not options.get("xla")
+            and not options.get("mixed_precision")
+        )
+        if not plain:
+            return real(model, **options)
+        key = (options.get("width"), options.get("height"))
+        if key not in _TINY_PIPELINES:
+            _TINY_PIPELINES[key] = real(model, **options)
+        else:  # what a real load sets process-wide, and later size changes build under
+            import keras
+
+            keras.mixed_precision.set_global_policy("float32")
+        return _TINY_PIPELINES[key]
+
+    monkeypatch.setattr(sdgen.pipeline, "load_pipeline", load_pipeline)
+
+
 @dataclass
 class CliResult:
     exit_code: int
@@ -61,6 +103,7 @@ def run_cli():
 
 @pytest.fixture(scope="session")
 def tiny_pipeline():
+    """A tiny pipeline of its own, never the one ``reuse_tiny_pipelines`` hands out."""
     from sdgen.pipeline import load_pipeline
 
     return load_pipeline("tiny", width=128, height=128)

@@ -18,6 +18,9 @@ from sdgen.tokenizer import load_tokenizer
 
 SIZE = 128
 
+# the module's fixture is built once, in one test process
+pytestmark = pytest.mark.xdist_group("full-size-networks")
+
 
 @pytest.fixture(scope="module")
 def networks():

@@ -4,9 +4,6 @@ CLI through ``--weights DIR``."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -18,6 +15,9 @@ from sdgen.errors import WeightsError
 from sdgen.registry import get_model_spec
 
 SIZE = 128
+
+# the module's fixture is built once, in one test process
+pytestmark = pytest.mark.xdist_group("tiny-weights")
 FILES = {
     "text_encoder": "kcv_encoder.h5",
     "diffusion_model": "kcv_diffusion_model.h5",
@@ -137,53 +137,23 @@ def test_full_size_decoder_round_trip(tmp_path):
 # -- through the CLI --------------------------------------------------------------------------
 
 
-def _generate(tmp_path: Path, out: Path, *extra: str) -> np.ndarray:
+def _generate(run_cli, out: Path, *extra: str) -> np.ndarray:
     from PIL import Image
 
-    env = dict(os.environ)
-    env.pop("SDGEN_WEIGHTS_MIRROR", None)
-    env.pop("XDG_CACHE_HOME", None)
-    env.update(
-        HOME=str(tmp_path / "home"),
-        SDGEN_CACHE=str(tmp_path / "cache"),
-        KERAS_HOME=str(tmp_path / "keras"),
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "sdgen",
-        "a prompt",
-        "--model",
-        "tiny",
-        "--width",
-        "128",
-        "--height",
-        "128",
-        "--steps",
-        "2",
-        "--seed",
-        "3",
-        "--out",
-        str(out),
-        "--offline",
-        *extra,
-    ]
-    result = subprocess.run(
-        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr
+    args = ["a prompt", "--model", "tiny", "--width", "128", "--height", "128", "--steps", "2"]
+    result = run_cli(*args, "--seed", "3", "--out", out, "--offline", *extra)
+    assert result.exit_code == 0, result.stderr
     with Image.open(out) as image:
         return np.asarray(image.convert("RGB"))
 
 
-def test_cli_uses_the_weights_folder(tiny_weights, tmp_path):
+def test_cli_uses_the_weights_folder(tiny_weights, run_cli, hermetic, tmp_path):
     folder, _ = tiny_weights
-    (tmp_path / "home").mkdir(exist_ok=True)
-    loaded = _generate(tmp_path, tmp_path / "loaded.png", "--weights", str(folder))
-    again = _generate(tmp_path, tmp_path / "again.png", "--weights", str(folder))
-    generated = _generate(tmp_path, tmp_path / "generated.png")
+    loaded = _generate(run_cli, hermetic / "loaded.png", "--weights", str(folder))
+    again = _generate(run_cli, hermetic / "again.png", "--weights", str(folder))
+    generated = _generate(run_cli, hermetic / "generated.png")
     assert loaded.shape == generated.shape == (SIZE, SIZE, 3)
     np.testing.assert_array_equal(loaded, again)
     assert not np.array_equal(loaded, generated)
-    # no weights were cached or downloaded for either run
-    assert not (tmp_path / "cache" / "weights").exists()
+    # no weights were cached or downloaded for either run (hermetic's SDGEN_CACHE)
+    assert not (tmp_path / "sdgen-cache" / "weights").exists()

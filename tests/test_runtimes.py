@@ -17,6 +17,9 @@ from sdgen.pipeline import load_pipeline
 
 SIZE = 128
 
+# the tests that share the converted networks of the module's cache run in one process
+pytestmark = pytest.mark.xdist_group("openvino-cache")
+
 
 @pytest.fixture(scope="module")
 def openvino_cache(tmp_path_factory):
@@ -171,11 +174,13 @@ def test_cli_runs_the_openvino_runtime(run_cli, hermetic):
     assert "converted text_encoder.xml" in result.stderr
 
 
-def test_runtime_comes_from_the_environment(run_cli, monkeypatch):
+def test_runtime_comes_from_the_environment(run_cli, monkeypatch, openvino_pipeline):
+    # openvino_pipeline has converted the tiny model into the cache this run reads
     monkeypatch.setenv("SDGEN_RUNTIME", "openvino")
     result = run_cli("a cat", "--model", "tiny", "--steps", "2", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["runtime"] == "openvino"
+    assert "converted" not in result.stderr
 
 
 def test_xla_with_openvino_is_a_usage_error(run_cli, hermetic):
@@ -203,7 +208,8 @@ def test_missing_openvino_is_one_line_naming_the_extra(run_cli, hermetic, monkey
     assert not (hermetic / "outputs").exists()
 
 
-def test_a_cached_openvino_run_never_imports_tensorflow(run_cli, hermetic):
+def test_a_cached_openvino_run_never_imports_tensorflow(run_cli, hermetic, openvino_pipeline):
+    # openvino_pipeline has converted the tiny model into the cache both runs read
     args = ["a cat", "--model", "tiny", "--steps", "2", "--seed", "3", "--runtime", "openvino"]
     first = run_cli(*args, "--out", "first.png", "--quiet")
     assert first.exit_code == 0, first.stderr
