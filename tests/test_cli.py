@@ -18,6 +18,7 @@ def pixels(path):
         return np.asarray(image.convert("RGB"))
 
 
+@pytest.mark.fresh_load  # it checks the recorded load time
 def test_generate_writes_png_with_infotext_and_manifest(run_cli, hermetic):
     result = run_cli("a red cube", *TINY, "--seed", "123", "--negative-prompt", "blurry")
     assert result.exit_code == 0, result.stderr
