@@ -1,15 +1,16 @@
 """An HTML contact sheet of an output folder: ``index.html`` beside the PNGs.
 
-The page shows every image of the folder's manifest as a thumbnail linking to the full
-PNG, with its prompt, negative prompt, seed, sampler, steps, CFG scale, size, model and
-file name under it. It is one self-contained file: inline CSS, no JavaScript, no external
-resources, and relative links, so the folder can be moved or shared as a whole.
+The page shows every image of the folder's manifest (in sub-folders too) as a thumbnail
+linking to the full PNG, with its prompt, negative prompt, seed, sampler, steps, CFG
+scale, size, model and file name under it. It is one self-contained file: inline CSS, no
+JavaScript, no external resources, and relative links, so the folder can be moved or
+shared as a whole.
 """
 
 from __future__ import annotations
 
 import html
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from .output import read_manifest, write_atomically
@@ -81,7 +82,7 @@ def _current_records(folder: Path, records: list[dict]) -> list[dict]:
     latest: dict[str, dict] = {}
     for record in records:
         name = record.get("file")
-        if not isinstance(name, str) or not _is_plain_name(name):
+        if not isinstance(name, str) or not _is_inside(name):
             continue
         latest.pop(name, None)  # a later record replaces an earlier one
         latest[name] = record
@@ -89,9 +90,13 @@ def _current_records(folder: Path, records: list[dict]) -> list[dict]:
     return sorted(present, key=lambda record: (_index(record), record["file"]))
 
 
-def _is_plain_name(name: str) -> bool:
-    """A file directly in the folder: no separators, no ``.`` or ``..``."""
-    return bool(name) and name not in (".", "..") and Path(name).name == name and "\\" not in name
+def _is_inside(name: str) -> bool:
+    """A relative POSIX path below the folder (a name template may make sub-folders):
+    no ``.`` or ``..`` parts, not absolute, no backslashes."""
+    if not name or "\\" in name:
+        return False
+    path = PurePosixPath(name)
+    return not path.is_absolute() and all(part not in (".", "..") for part in path.parts)
 
 
 def _index(record: dict) -> int:

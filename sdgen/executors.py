@@ -6,6 +6,7 @@ runner in :mod:`sdgen.jobs` saves them. Both executors load each model once and 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -77,14 +78,16 @@ class LocalExecutor:
         return self.pipelines[model]
 
     def run(self, work, callback=None) -> Iterator:
-        """Generate each ``(job, ks)`` in turn; a failure ends only its own job."""
+        """Generate each ``(job, ks)`` in turn; a failure ends only its own job.
+        ``callback(job, k, step, steps, latents)`` hears every denoising step."""
         from .jobs import JobFailure
 
         for job, ks in work:
             remaining = set(ks)
+            on_step = None if callback is None else functools.partial(callback, job)
             try:
                 pipeline = self.pipeline(job.model, job.config.width, job.config.height)
-                for image in pipeline.generate_iter(job.config, callback, only=ks):
+                for image in pipeline.generate_iter(job.config, on_step, only=ks):
                     remaining.discard(image.index)
                     yield job, image
             except SdgenError as error:

@@ -355,10 +355,14 @@ def run(
     finished: PNG with infotext, then its manifest line. Yields a ``Saved`` or ``Failed``
     event per image, in the order they finish; a failed image never stops the others.
 
-    ``executor.run(work, callback)`` takes ``(job, image numbers)`` pairs and yields
-    ``(job, GeneratedImage)`` or ``(job, JobFailure)`` as images finish;
-    ``executor.load_seconds`` maps model names to load times.
-    ``on_saved(folder)`` is called after each image (the CLI refreshes the contact sheet).
+    ``executor.run(work, step)`` takes ``(job, image numbers)`` pairs and yields
+    ``(job, GeneratedImage)`` or ``(job, JobFailure)`` as images finish, calling
+    ``step(job, k, step, steps, latents)`` after each denoising step if it can;
+    ``executor.load_seconds`` maps model names to load times. ``callback(index, step,
+    steps, latents)`` hears those steps with ``index``, the image's number in the run.
+    Decoded pixels are kept until the run ends only when a grid needs them.
+    ``on_saved(folder)`` is called with the output folder after each image (the CLI
+    refreshes the contact sheet).
     """
     for failure in the_plan.failures:
         yield Failed(failure)
@@ -375,10 +379,15 @@ def run(
     models = list(dict.fromkeys(image.job.model for image in the_plan.images))
     work = sorted(by_job.values(), key=lambda images: models.index(images[0].job.model))
     targets = {id(images[0].job): {image.k: image for image in images} for images in work}
-    made = {}
+    made = {}  # the pixels of images made by this run, for the grid
     overwrite = output.overwrite or output.force
+
+    def on_step(job, k, step, steps, latents):  # a job's own k -> the run's image number
+        callback(targets[id(job)][k].index, step, steps, latents)
+
     for job, result in executor.run(
-        [(images[0].job, [i.k for i in images]) for images in work], callback
+        [(images[0].job, [i.k for i in images]) for images in work],
+        None if callback is None else on_step,
     ):
         by_k = targets[id(job)]
         if isinstance(result, JobFailure):
@@ -395,13 +404,19 @@ def run(
         except SdgenError as error:
             yield Failed(Failure(str(error), job.line_number, (target.index,)))
             continue
-        made[target.index] = result.pixels
+        if the_plan.grid_path is not None:
+            made[target.index] = result.pixels
+        del result  # no finished image stays in memory unless the grid needs it
         if on_saved is not None:
-            on_saved(target.path.parent)
+            on_saved(_output_folder(output))
         yield Saved(target, record)
     if the_plan.grid_path is not None:
-        pixels = [made[image.index] for image in the_plan.images if image.index in made]
-        pixels += [_read_pixels(image.path) for image in the_plan.images if image.done]
+        # in the run's order, whichever images this run made and which an earlier one did
+        pixels = [
+            made[image.index] if image.index in made else _read_pixels(image.path)
+            for image in the_plan.images
+            if image.index in made or image.done
+        ]
         if pixels:
             data = png_bytes(grid_image(pixels), "sdgen grid")
             write_atomically(the_plan.grid_path, data, overwrite=True)

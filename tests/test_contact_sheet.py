@@ -116,9 +116,14 @@ def test_explicit_records_and_empty_folder(tmp_path):
     Image.new("RGB", (8, 8), (1, 2, 3)).save(folder / "b.png")
     Image.new("RGB", (8, 8), (1, 2, 3)).save(folder / "a.png")
     records = [_record("b.png", 0, seed=1), _record("a.png", 0, seed=2)]
-    records.append(_record("../escape.png", 0, seed=3))  # never outside the folder
+    (folder / "sub").mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(folder / "sub" / "c.png")
+    records.append(_record("sub/c.png", 0, seed=4))  # a name template's sub-folder
+    for outside in ("../escape.png", "/tmp/escape.png", "sub\\..\\..\\escape.png"):
+        records.append(_record(outside, 0, seed=3))  # never outside the folder
     page = write_contact_sheet(folder, records).read_text("utf-8")
-    assert re.findall(r'<img src="([^"]+)"', page) == ["a.png", "b.png"]  # same index: by name
+    # same index: by name
+    assert re.findall(r'<img src="([^"]+)"', page) == ["a.png", "b.png", "sub/c.png"]
     assert "escape.png" not in page
 
 
