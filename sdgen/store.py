@@ -118,18 +118,19 @@ def install(name: str, build, info: dict, overwrite: bool = False) -> Path:
 
 
 def source_sha256(path: Path) -> str:
-    """sha256 of a checkpoint file, or of a diffusers folder's files (names and bytes)."""
+    """sha256 of a checkpoint file, or of a diffusers folder's files (names and bytes);
+    a file unchanged since sdgen last hashed it is not read again (``known_sha256``)."""
     import hashlib
 
-    from .weights import sha256_of
+    from .weights import known_sha256
 
     path = Path(path)
     if path.is_file():
-        return sha256_of(path)
+        return known_sha256(path)
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        digest.update(sha256_of(file).encode())
+        digest.update(known_sha256(file).encode())
     return digest.hexdigest()
 
 

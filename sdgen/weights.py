@@ -202,34 +202,39 @@ def _stamp_path(path: Path) -> Path:
     return cache_dir() / "verified" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest())
 
 
-def _record_verified(path: Path, sha256: str) -> None:
-    stat = path.stat()
+def _record_verified(path: Path, sha256: str, stat: os.stat_result | None = None) -> None:
+    stat = stat or path.stat()
     stamp = _stamp_path(path)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     record = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     stamp.write_text(json.dumps({**record, "sha256": sha256}))
 
 
-def _check_cached(path: Path, weight: WeightFile) -> None:
-    """Raise ``ChecksumError`` unless the cached ``path`` holds ``weight``; hashes it only
-    if it changed since the last check, so a wrong file is never used."""
+def known_sha256(path: Path) -> str:
+    """The sha256 of the file at ``path``, hashed only if its size or modification time
+    changed since sdgen last hashed it (the stamps under ``cache_dir()/verified``), so a
+    multi-GB checkpoint is read once, not on every run (A1111 caches its hashes the same
+    way)."""
     stat = path.stat()
     try:
         stamp = json.loads(_stamp_path(path).read_text())
-        if (stamp["size"], stamp["mtime_ns"], stamp["sha256"]) == (
-            stat.st_size,
-            stat.st_mtime_ns,
-            weight.sha256,
-        ):
-            return
+        if (stamp["size"], stamp["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+            return stamp["sha256"]
     except (OSError, ValueError, KeyError):
         pass
-    actual = sha256_of(path)
+    digest = sha256_of(path)
+    # a read-only cache still works, the file is just hashed again next time
+    with contextlib.suppress(OSError):
+        _record_verified(path, digest, stat)
+    return digest
+
+
+def _check_cached(path: Path, weight: WeightFile) -> None:
+    """Raise ``ChecksumError`` unless the cached ``path`` holds ``weight``; hashes it only
+    if it changed since the last check, so a wrong file is never used."""
+    actual = known_sha256(path)
     if actual != weight.sha256:
         raise ChecksumError(
             f"cached file {path} has sha256 {actual}, expected {weight.sha256}; "
             "delete it so sdgen can download it again"
         )
-    # a read-only cache still works, it is just hashed again next time
-    with contextlib.suppress(OSError):
-        _record_verified(path, weight.sha256)

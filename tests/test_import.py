@@ -7,6 +7,7 @@ CLI and check that nothing half-written is ever left in the store.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -95,3 +96,25 @@ def test_generate_with_an_imported_model_missing_files(run_cli):
     fake_imported("broken")
     result = run_cli("x", "--model", "broken", "--width", "64", "--height", "64", "--steps", "1")
     assert_error(result, 1, "kcv_encoder.h5", "broken")
+
+
+def test_checkpoint_is_hashed_once_until_it_changes(hermetic, monkeypatch):
+    from pathlib import Path
+
+    from sdgen import store, weights
+
+    path = hermetic / "model.safetensors"
+    path.write_bytes(b"weights" * 1000)
+    hashed = []
+    real = weights.sha256_of
+    monkeypatch.setattr(weights, "sha256_of", lambda p: hashed.append(Path(p)) or real(p))
+    digest = store.source_sha256(path)
+    fake_imported(f"ckpt-{digest[:12]}")  # as if an earlier --checkpoint run converted it
+    for _ in range(2):  # what each later --checkpoint run does
+        assert store.checkpoint_model(path).name == f"ckpt-{digest[:12]}"
+    assert hashed == [path]
+    before = path.stat().st_mtime_ns
+    path.write_bytes(b"changed" * 1000)  # the same size, and a modification time later
+    os.utime(path, ns=(before + 10**9, before + 10**9))  # even on a coarse clock
+    assert store.source_sha256(path) != digest
+    assert hashed == [path, path]
