@@ -17,7 +17,7 @@ import numpy as np
 
 from . import models
 from .config import AUTO_BATCH, GenerationConfig
-from .errors import BadImageError, OutOfMemoryError, UsageError
+from .errors import BadImageError, ConfigError, OutOfMemoryError, UsageError
 from .registry import ROLES, ModelSpec, get_model_spec
 from .runtimes import RUNTIMES
 from .runtimes.tensorflow import DeviceSettings, TensorFlowBackend, detect_device, is_out_of_memory
@@ -147,7 +147,7 @@ class Pipeline:
         (``auto_batch_size``) and halves the batch whenever denoising runs out of memory
         anyway, so an estimate that was too high costs a retry, not the run."""
         if config.seed is None:
-            raise ValueError("config.seed must be set; use config.with_defaults()")
+            raise ConfigError("config.seed must be set; use config.with_defaults()")
         height = config.height or self.spec.default_size
         width = config.width or self.spec.default_size
         sampler = get_sampler(config.sampler)
@@ -287,6 +287,8 @@ def load_pipeline(
     """
     from .weights import resolve_weights
 
+    if runtime not in RUNTIMES:  # before any weight is resolved, let alone downloaded
+        raise UsageError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     spec = model if isinstance(model, ModelSpec) else get_model_spec(model)
     paths = resolve_weights(
         spec,
@@ -303,8 +305,6 @@ def load_pipeline(
             models.load_weights(network, paths[role])
         return network
 
-    if runtime not in RUNTIMES:
-        raise UsageError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if runtime == "openvino":
         from .runtimes.openvino import OpenVinoBackend, check_options, default_folder
 

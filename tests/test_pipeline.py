@@ -148,7 +148,9 @@ def test_bundled_vocabulary_is_openais_and_tokenizes_like_clip(tiny_pipeline):
 
 
 def test_seed_must_be_set_for_the_pipeline(tiny_pipeline):
-    with pytest.raises(ValueError, match="seed"):
+    from sdgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="seed"):
         tiny_pipeline.generate(GenerationConfig("a cat", width=128, height=128))
 
 
@@ -242,3 +244,16 @@ def test_broken_decodes_are_reported_not_returned(tiny_pipeline, image, message)
     )
     with pytest.raises(BadImageError, match=message):
         broken.generate(config(steps=1))
+
+
+def test_an_unknown_runtime_fails_before_any_weight_is_resolved(monkeypatch):
+    from sdgen import weights
+    from sdgen.errors import UsageError
+    from sdgen.pipeline import load_pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were resolved for a runtime that does not exist")
+
+    monkeypatch.setattr(weights, "resolve_weights", refuse)
+    with pytest.raises(UsageError, match="unknown runtime 'onnx'"):
+        load_pipeline("sd-v1.4", runtime="onnx")
