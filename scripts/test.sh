@@ -3,10 +3,12 @@
 # (the slow and reference ones too) and the smoke script. This is the README's test
 # command; .ci/run calls it as it is. Extra arguments go to every pytest run.
 #
-# The main run spreads the tests over $SDGEN_TEST_WORKERS processes [2] (pytest-xdist);
-# the full-size checks each get a process of their own. At the end it prints the wall
-# time of every phase, and each pytest run lists its 25 slowest tests, so slow creep
-# shows in every log. To check on an AVX-512 machine what an AVX2 machine would compute,
+# The tests run in two lanes side by side, which keeps both cores busy: the full-size
+# checks one after the other, each in a process of its own (each takes 10-15 GB, so no
+# two ever run together), and beside them every other test in one pytest run over
+# $SDGEN_TEST_WORKERS processes [1] (pytest-xdist), whose log is printed when it ends.
+# At the end the script prints the wall time of every phase, and each pytest run lists
+# its 25 slowest tests, so slow creep shows in every log. To check on an AVX-512 machine what an AVX2 machine would compute,
 # run it under scripts/as-avx2 (see the README's Reproducibility section).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +29,17 @@ report() {
     printf '%s\n' "${phases[@]}" >&2
     printf '%-28s %5d s\n' "total" "$SECONDS" >&2
 }
-trap report EXIT
+light="" light_log=.test-logs/light-lane.log
+finish() {
+    if [ -n "$light" ] && kill -0 "$light" 2> /dev/null; then  # a heavy check failed
+        pkill -TERM -P "$light" 2> /dev/null || true  # its pytest, whose workers follow
+        kill "$light" 2> /dev/null || true
+        echo "== light lane (stopped), its log so far:" >&2
+        cat "$light_log" >&2 || true
+    fi
+    report
+}
+trap finish EXIT
 
 install() {
     python3 -m venv .venv
@@ -53,15 +65,38 @@ if [ "${CI:-}" = "true" ]; then
 fi
 phase lint lint
 
-# the reference tests (against diffusers on PyTorch CPU) must run here, not be skipped;
-# the full-size conversion checks (about 11 GB each) and the full-size OpenVINO check get
-# a process of their own, so the memory one leaves behind never adds to the rest
+# the reference tests (against diffusers on PyTorch CPU) must run here, not be skipped
 export SDGEN_REQUIRE_REFERENCE=1
-heavy=tests/reference/test_checkpoints_vs_diffusers.py
+sd=tests/reference/test_checkpoints_vs_diffusers.py
 openvino=tests/test_openvino_full_size.py
-phase "main run (xdist)" pytest_run -n "${SDGEN_TEST_WORKERS:-2}" --dist loadgroup \
-    --deselect "$heavy" --deselect "$openvino" "$@"
-phase "full-size SD 1.5 conversion" pytest_run "$heavy" -k "not sd21" "$@"
-phase "full-size SD 2.1 conversion" pytest_run "$heavy" -k "sd21" "$@"
+end_to_end=tests/reference/test_import_end_to_end.py
+
+# the light lane, in the background
+mkdir -p .test-logs
+(
+    began=$SECONDS status=0
+    pytest_run -n "${SDGEN_TEST_WORKERS:-1}" --dist loadgroup \
+        --deselect "$sd" --deselect "$openvino" --deselect "$end_to_end" "$@" \
+        > "$light_log" 2>&1 || status=$?
+    echo $((SECONDS - began)) > .test-logs/light-lane.seconds
+    exit "$status"
+) &
+light=$!
+echo "== light lane: every other test, in the background (log: $light_log)" >&2
+
+# the heavy lane, here
+phase "full-size SD 1.5 conversion" pytest_run "$sd" -k "not sd21" "$@"
+phase "full-size SD 2.1 conversion" pytest_run "$sd" -k "sd21" "$@"
 phase "full-size OpenVINO" pytest_run "$openvino" "$@"
+phase "full-size import end to end" pytest_run "$end_to_end" "$@"
+status=0
+wait "$light" || status=$?
+light=""
+echo "== light lane log" >&2
+cat "$light_log"
+line=$(printf '%-28s %5d s' "light lane (alongside)" "$(cat .test-logs/light-lane.seconds)")
+[ "$status" -eq 0 ] || line="$line  FAILED"
+phases+=("$line")
+[ "$status" -eq 0 ] || exit "$status"
+
 phase smoke env PATH="$PWD/.venv/bin:$PATH" bash scripts/smoke.sh
