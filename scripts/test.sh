@@ -3,10 +3,11 @@
 # (the slow and reference ones too) and the smoke script. This is the README's test
 # command; .ci/run calls it as it is. Extra arguments go to every pytest run.
 #
-# The tests run in two lanes side by side, which keeps both cores busy: the full-size
-# checks one after the other, each in a process of its own (each takes 10-15 GB, so no
-# two ever run together), and beside them every other test in one pytest run over
-# $SDGEN_TEST_WORKERS processes [1] (pytest-xdist), whose log is printed when it ends.
+# The tests run in two lanes side by side, which keeps both cores busy: a heavy lane runs
+# the tests marked full_size one process after another (each takes up to 15 GB, so no
+# two ever run together), and beside it a light lane runs every other test in one
+# pytest run over $SDGEN_TEST_WORKERS processes [1] (pytest-xdist), whose log is printed
+# when it ends.
 # At the end the script prints the wall time of every phase, and each pytest run lists
 # its 25 slowest tests, so slow creep shows in every log. To check on an AVX-512 machine what an AVX2 machine would compute,
 # run it under scripts/as-avx2 (see the README's Reproducibility section).
@@ -75,20 +76,21 @@ end_to_end=tests/reference/test_import_end_to_end.py
 mkdir -p .test-logs
 (
     began=$SECONDS status=0
-    pytest_run -n "${SDGEN_TEST_WORKERS:-1}" --dist loadgroup \
-        --deselect "$sd" --deselect "$openvino" --deselect "$end_to_end" "$@" \
+    SDGEN_TEST_LANE=light pytest_run -n "${SDGEN_TEST_WORKERS:-1}" --dist loadgroup "$@" \
         > "$light_log" 2>&1 || status=$?
     echo $((SECONDS - began)) > .test-logs/light-lane.seconds
     exit "$status"
 ) &
 light=$!
-echo "== light lane: every other test, in the background (log: $light_log)" >&2
+echo "== light lane: the tests not marked full_size, in the background (log: $light_log)" >&2
 
-# the heavy lane, here
+# the heavy lane, here: the largest first, each file in a process of its own
 phase "full-size SD 1.5 conversion" pytest_run "$sd" -k "not sd21" "$@"
 phase "full-size SD 2.1 conversion" pytest_run "$sd" -k "sd21" "$@"
 phase "full-size OpenVINO" pytest_run "$openvino" "$@"
 phase "full-size import end to end" pytest_run "$end_to_end" "$@"
+SDGEN_TEST_LANE=heavy phase "other full-size checks" pytest_run \
+    --deselect "$sd" --deselect "$openvino" --deselect "$end_to_end" "$@"
 status=0
 wait "$light" || status=$?
 light=""

@@ -42,6 +42,22 @@ def hermetic(tmp_path, monkeypatch):
     return work
 
 
+def pytest_collection_modifyitems(config, items):
+    """``SDGEN_TEST_LANE=light`` runs only the tests not marked ``full_size``, ``heavy``
+    only those (scripts/test.sh runs the two lanes side by side); other -m and -k
+    selections still apply."""
+    lane = os.environ.get("SDGEN_TEST_LANE")
+    if lane not in ("light", "heavy"):
+        return
+    keep, drop = [], []
+    for item in items:
+        heavy = item.get_closest_marker("full_size") is not None
+        (keep if heavy == (lane == "heavy") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 _TINY_PIPELINES: dict[tuple, object] = {}
 
 

@@ -51,6 +51,7 @@ def keras_cv_model(networks):
 
 
 @pytest.mark.slow
+@pytest.mark.full_size
 @pytest.mark.parametrize(
     ("steps", "guidance", "negative"), [(3, 7.5, None), (2, 4.0, "blurry, dark")]
 )

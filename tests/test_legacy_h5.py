@@ -101,6 +101,7 @@ def test_loading_another_networks_file(tiny_weights):
 
 
 @pytest.mark.slow
+@pytest.mark.full_size
 def test_full_size_decoder_round_trip(tmp_path):
     """keras_cv's own Decoder, the size of the published kcv_decoder.h5 (about 198 MB)."""
     spec = get_model_spec("sd-v1.4")

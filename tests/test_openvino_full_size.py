@@ -11,7 +11,7 @@ from sdgen.registry import ROLES, get_model_spec
 from sdgen.runtimes.openvino import OpenVinoBackend
 from sdgen.runtimes.tensorflow import DeviceSettings, TensorFlowBackend
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full_size]
 
 SIZE = 256
 LIMIT = 1e-3

@@ -40,7 +40,7 @@ torch = require("torch")
 diffusers = require("diffusers")
 transformers = require("transformers")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full_size]
 
 SIZE = 64  # pixels; the latent is 8x8. Weights do not depend on it.
 

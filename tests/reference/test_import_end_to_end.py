@@ -37,6 +37,7 @@ def build_sd15_folder(folder):
 
 
 @pytest.mark.slow
+@pytest.mark.full_size
 def test_import_list_generate_and_checkpoint(hermetic):
     folder = hermetic / "sd15"
     build_sd15_folder(folder)

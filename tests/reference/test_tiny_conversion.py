@@ -129,6 +129,7 @@ def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v
 
 
 @pytest.mark.slow
+@pytest.mark.full_size
 @pytest.mark.parametrize("role", ["text_encoder", "diffusion_model", "decoder"])
 def test_layouts_at_sd_widths_list_the_weights_keras_cv_classes_list(role):
     """The tiny check stands for the full-size one only if the layouts are keras_cv's."""
