@@ -7,10 +7,10 @@
 # the tests marked full_size one process after another (each takes up to 15 GB, so no
 # two ever run together), and beside it a light lane runs every other test in one
 # pytest run over $SDGEN_TEST_WORKERS processes [1] (pytest-xdist), whose log is printed
-# when it ends.
-# At the end the script prints the wall time of every phase, and each pytest run lists
-# its 25 slowest tests, so slow creep shows in every log. To check on an AVX-512 machine what an AVX2 machine would compute,
-# run it under scripts/as-avx2 (see the README's Reproducibility section).
+# when it ends. At the end the script prints the wall time of every phase, and each
+# pytest run lists its 25 slowest tests, so slow creep shows in every log. To check on an
+# AVX-512 machine what an AVX2 machine would compute, run it under scripts/as-avx2 (see
+# the README's Reproducibility section).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,7 +84,7 @@ mkdir -p .test-logs
 light=$!
 echo "== light lane: the tests not marked full_size, in the background (log: $light_log)" >&2
 
-# the heavy lane, here: the largest first, each file in a process of its own
+# the heavy lane, here: one process after another, so their memory never adds up
 phase "full-size SD 1.5 conversion" pytest_run "$sd" -k "not sd21" "$@"
 phase "full-size SD 2.1 conversion" pytest_run "$sd" -k "sd21" "$@"
 phase "full-size OpenVINO" pytest_run "$openvino" "$@"
