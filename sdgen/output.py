@@ -7,6 +7,7 @@ an interrupted run never leaves a partial or corrupt file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -119,12 +120,33 @@ def write_atomically(path: Path, data: bytes, overwrite: bool = False) -> None:
             if overwrite:
                 os.replace(temporary, path)
             else:
-                # link() fails instead of replacing a file that appeared meanwhile
-                os.link(temporary, path)
+                _place_without_replacing(temporary, path)
     except FileExistsError as error:
         raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it") from error
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+#: What ``link()`` raises where a filesystem has no hard links (gcsfuse, s3fs, SMB, FAT).
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+
+
+def _place_without_replacing(temporary: str, path: Path) -> None:
+    """Move ``temporary`` to ``path`` unless ``path`` exists (``FileExistsError``).
+
+    ``link()`` does that atomically: it fails instead of replacing a file that appeared
+    meanwhile. Where the filesystem has no hard links, a rename after a last check is
+    the best left; another writer would have to create the same name in between."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from error
+        os.replace(temporary, path)
 
 
 @contextlib.contextmanager

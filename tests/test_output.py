@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 import pytest
 
@@ -104,3 +106,45 @@ def test_grid_layout():
     assert grid.shape == (8, 18, 3)  # 3 columns of 6 px, 2 rows of 4 px
     assert grid[0, 0, 0] == 10 and grid[0, 6, 0] == 20 and grid[4, 0, 0] == 40
     assert grid[4, 12:].sum() == 0
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS])
+def test_folders_without_hard_links_still_get_whole_files(tmp_path, monkeypatch, code):
+    """gcsfuse, s3fs and SMB refuse link(); the file is renamed into place instead."""
+    import os
+
+    from sdgen.output import write_atomically
+
+    def no_links(source, target):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "image.png"
+    write_atomically(path, b"one")
+    assert path.read_bytes() == b"one"
+    with pytest.raises(OutputExistsError):
+        write_atomically(path, b"two")
+    assert path.read_bytes() == b"one"
+    write_atomically(path, b"three", overwrite=True)
+    assert path.read_bytes() == b"three"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["image.png"]  # no temporary left
+
+
+def test_a_file_that_appears_meanwhile_is_never_replaced_without_hard_links(tmp_path, monkeypatch):
+    import os
+
+    from sdgen.output import write_atomically
+
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "image.png"
+
+    def another_writer_first(source, target):  # it wins the race, then link() is refused
+        path.write_bytes(b"theirs")
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", another_writer_first)
+    with pytest.raises(OutputExistsError):
+        write_atomically(path, b"ours")
+    assert path.read_bytes() == b"theirs"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["image.png"]
