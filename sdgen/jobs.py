@@ -355,9 +355,9 @@ def run(
     finished: PNG with infotext, then its manifest line. Yields a ``Saved`` or ``Failed``
     event per image, in the order they finish; a failed image never stops the others.
 
-    ``executor.run(work, step)`` takes ``(job, image numbers)`` pairs and yields
+    ``executor.run(work, on_step)`` takes ``(job, image numbers)`` pairs and yields
     ``(job, GeneratedImage)`` or ``(job, JobFailure)`` as images finish, calling
-    ``step(job, k, step, steps, latents)`` after each denoising step if it can;
+    ``on_step(job, k, step, steps, latents)`` after each denoising step if it can;
     ``executor.load_seconds`` maps model names to load times. ``callback(index, step,
     steps, latents)`` hears those steps with ``index``, the image's number in the run.
     Decoded pixels are kept until the run ends only when a grid needs them.
