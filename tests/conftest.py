@@ -23,6 +23,8 @@ from sdgen.cli import main
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 TINY = ["--model", "tiny", "--width", "128", "--height", "128", "--steps", "2"]
+#: The same at 64 px, for batches of many images.
+FAST = ["--model", "tiny", "--width", "64", "--height", "64", "--steps", "2"]
 
 
 @pytest.fixture(autouse=True)
@@ -146,3 +148,12 @@ def only_line(text: str) -> str:
 
 def png_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.png"))
+
+
+def pixels(path: Path):
+    """The RGB pixels of the image at ``path``, (height, width, 3) uint8."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))

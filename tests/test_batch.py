@@ -12,17 +12,9 @@ import time
 import numpy as np
 import pytest
 from browser import images_loaded
-from conftest import png_files
-from PIL import Image
+from conftest import FAST, pixels, png_files
 
 from sdgen.output import parse_infotext, read_infotext, read_manifest
-
-FAST = ["--model", "tiny", "--width", "64", "--height", "64", "--steps", "2"]
-
-
-def pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def write(path, text):

@@ -9,18 +9,11 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from conftest import FAST, pixels
 
 from sdgen.config import GenerationConfig
 from sdgen.jobs import Job, OutputOptions, Saved, plan, run
 from sdgen.pipeline import GeneratedImage
-
-FAST = ["--model", "tiny", "--width", "64", "--height", "64", "--steps", "2"]
-
-
-def pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def test_progress_counts_images_across_the_lines_of_a_prompts_file(run_cli, hermetic):

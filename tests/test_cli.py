@@ -8,15 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY, png_files
-from PIL import Image
+from conftest import TINY, pixels, png_files
 
 from sdgen.output import parse_infotext, read_infotext, read_manifest
-
-
-def pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 @pytest.mark.fresh_load  # it checks the recorded load time

@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import TINY, pixels
 
 from sdgen import models
 from sdgen.errors import WeightsError
@@ -139,13 +140,9 @@ def test_full_size_decoder_round_trip(tmp_path):
 
 
 def _generate(run_cli, out: Path, *extra: str) -> np.ndarray:
-    from PIL import Image
-
-    args = ["a prompt", "--model", "tiny", "--width", "128", "--height", "128", "--steps", "2"]
-    result = run_cli(*args, "--seed", "3", "--out", out, "--offline", *extra)
+    result = run_cli("a prompt", *TINY, "--seed", "3", "--out", out, "--offline", *extra)
     assert result.exit_code == 0, result.stderr
-    with Image.open(out) as image:
-        return np.asarray(image.convert("RGB"))
+    return pixels(out)
 
 
 def test_cli_uses_the_weights_folder(tiny_weights, run_cli, hermetic, tmp_path):
