@@ -48,9 +48,9 @@ def main() -> None:
     import tensorflow as tf
     from full_size import full_size_networks
 
+    from sdgen.catalog import get_model_spec
     from sdgen.config import GenerationConfig
     from sdgen.pipeline import DeviceSettings, Pipeline
-    from sdgen.registry import get_model_spec
     from sdgen.runtimes.memory import gpu_free_bytes
     from sdgen.tokenizer import load_tokenizer
 

@@ -38,9 +38,9 @@ def main() -> None:
     from full_size import full_size_networks
     from keras_cv.models import StableDiffusion
 
+    from sdgen.catalog import get_model_spec
     from sdgen.config import GenerationConfig
     from sdgen.pipeline import DeviceSettings, Pipeline, initial_latents
-    from sdgen.registry import get_model_spec
     from sdgen.tokenizer import load_tokenizer
 
     size, steps = args.size, args.steps

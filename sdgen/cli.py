@@ -18,9 +18,10 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .catalog import get_model_spec
 from .config import AUTO_BATCH, GenerationConfig, load_preset, preset_names
 from .errors import SdgenError, UsageError
-from .registry import get_model_spec, model_specs
+from .registry import model_specs
 from .runtimes import RUNTIMES
 
 EXIT_INTERRUPTED = 130

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
+from .catalog import get_model_spec
 from .config import MAX_SEED, GenerationConfig
 from .errors import ConfigError, OutputExistsError, SdgenError
 from .output import (
@@ -32,7 +33,6 @@ from .output import (
     slugify,
     write_atomically,
 )
-from .registry import get_model_spec
 from .samplers import get_sampler
 from .weights import sha256_of
 

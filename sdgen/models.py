@@ -22,7 +22,7 @@ import functools
 import numpy as np
 
 from .errors import ModelError
-from .registry import ModelSpec
+from .spec import ModelSpec
 
 #: CLIP's context length; prompts are padded to it.
 MAX_PROMPT_LENGTH = 77

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from . import models
+from .catalog import get_model_spec
 from .config import AUTO_BATCH, GenerationConfig
 from .errors import BadImageError, ConfigError, OutOfMemoryError, UsageError
-from .registry import ROLES, ModelSpec, get_model_spec
 from .runtimes import RUNTIMES
 from .runtimes.tensorflow import DeviceSettings, TensorFlowBackend, detect_device, is_out_of_memory
 from .samplers import get_sampler
+from .spec import ROLES, ModelSpec
 from .tokenizer import END_OF_TEXT, encode_prompt, load_tokenizer
 
 #: The padding token of each family's tokenizer: SD 2.x's OpenCLIP pads with 0 where

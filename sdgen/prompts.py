@@ -239,7 +239,7 @@ def _parse_json(text: str) -> dict:
 def _validate(prompt: str, settings: dict) -> None:
     """Check the typed values as ``GenerationConfig`` and the model registry do."""
     if "model" in settings:
-        from .registry import get_model_spec
+        from .catalog import get_model_spec
 
         if not settings["model"].strip():
             raise _LineError("the model name is empty")

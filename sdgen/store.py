@@ -18,7 +18,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, OutputExistsError
-from .registry import ModelSpec, model_specs
+from .registry import model_specs
+from .spec import ModelSpec
 
 METADATA = "model.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

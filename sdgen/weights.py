@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ChecksumError, WeightsError
-from .registry import ROLES, ModelSpec, WeightFile
+from .spec import ROLES, ModelSpec, WeightFile
 
 _CHUNK = 1 << 20
 #: The file names keras_cv publishes, used for ``--weights DIR`` with any model.

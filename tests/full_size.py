@@ -9,8 +9,8 @@ which makes pixel comparisons meaningful.
 from __future__ import annotations
 
 from sdgen import models
+from sdgen.catalog import get_model_spec
 from sdgen.models import _fill_deterministically
-from sdgen.registry import get_model_spec
 
 
 def full_size_networks(height: int, width: int, seed: int = 0):

@@ -102,7 +102,7 @@ def test_tensorflow_backend_uses_one_image_per_batch_on_a_cpu(tiny_pipeline):
 
 
 def _gpu_backend(tiny_pipeline, free, mixed_precision=True):
-    from sdgen.registry import get_model_spec
+    from sdgen.catalog import get_model_spec
     from sdgen.runtimes.tensorflow import DeviceSettings, TensorFlowBackend
 
     device = DeviceSettings(device="GPU", free_memory=free, mixed_precision=mixed_precision)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from full_size import full_size_networks
 
+from sdgen.catalog import get_model_spec
 from sdgen.config import GenerationConfig
 from sdgen.pipeline import Pipeline, initial_latents
-from sdgen.registry import get_model_spec
 from sdgen.tokenizer import load_tokenizer
 
 SIZE = 128

@@ -12,8 +12,8 @@ import pytest
 from conftest import TINY, pixels
 
 from sdgen import models
+from sdgen.catalog import get_model_spec
 from sdgen.errors import WeightsError
-from sdgen.registry import get_model_spec
 
 SIZE = 128
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from full_size import full_size_networks
 
-from sdgen.registry import ROLES, get_model_spec
+from sdgen.catalog import get_model_spec
 from sdgen.runtimes.openvino import OpenVinoBackend
 from sdgen.runtimes.tensorflow import DeviceSettings, TensorFlowBackend
+from sdgen.spec import ROLES
 
 pytestmark = [pytest.mark.slow, pytest.mark.full_size]
 

@@ -149,7 +149,7 @@ def test_another_size_converts_its_own_networks(openvino_pipeline):
 
 
 def test_new_weights_get_a_new_conversion(tmp_path):
-    from sdgen.registry import get_model_spec
+    from sdgen.catalog import get_model_spec
     from sdgen.runtimes.openvino import fingerprint
 
     spec = get_model_spec("tiny")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sdgen.errors import ChecksumError, WeightsError
-from sdgen.registry import ModelSpec, WeightFile
+from sdgen.spec import ModelSpec, WeightFile
 from sdgen.weights import cache_dir, resolve_file, resolve_weights
 
 MODEL = "test-model"

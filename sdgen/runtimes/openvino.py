@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SdgenError, UsageError
-from ..registry import ModelSpec
+from ..spec import ModelSpec
 from . import Networks
 
 #: ``load(role, height, width)`` -> a built Keras network holding the model's weights.

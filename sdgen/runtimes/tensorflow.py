@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import models
-from ..registry import ModelSpec
+from ..spec import ModelSpec
 from . import Networks, memory
 
 

@@ -84,7 +84,7 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
     import keras
 
     from sdgen import models
-    from sdgen.registry import get_model_spec
+    from sdgen.catalog import get_model_spec
 
     folder = tmp_path / "sd15"
     rng = np.random.default_rng(0)
@@ -211,7 +211,7 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
     assert sorted(p.name for p in out.iterdir()) == sorted(checkpoints.FILENAMES.values())
 
     from sdgen import models
-    from sdgen.registry import get_model_spec
+    from sdgen.catalog import get_model_spec
 
     spec = dataclasses.replace(get_model_spec("sd-v1.4"), family="sd-v2")
     encoder = models.build_text_encoder(spec)

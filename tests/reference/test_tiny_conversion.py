@@ -134,7 +134,7 @@ def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v
 def test_layouts_at_sd_widths_list_the_weights_keras_cv_classes_list(role):
     """The tiny check stands for the full-size one only if the layouts are keras_cv's."""
     from sdgen import models
-    from sdgen.registry import get_model_spec
+    from sdgen.catalog import get_model_spec
 
     spec = get_model_spec("sd-v1.4")
     if role == "text_encoder":

@@ -1,0 +1,46 @@
+"""What a model is, as plain data: its networks' roles, weight files and family.
+
+A leaf module: everything that describes or looks up models imports it, and it imports
+nothing of sdgen's, so lookup (``catalog``) can depend on its sources (``registry``,
+``store``) without a circle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The networks a text-to-image model is made of, in loading order.
+ROLES = ("text_encoder", "diffusion_model", "decoder")
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One published weights file: where it comes from and what it must hash to."""
+
+    role: str
+    filename: str
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: its network family, default size and weight files.
+
+    ``files`` is empty for a model whose weights are generated (``tiny``).
+    """
+
+    name: str
+    family: str
+    default_size: int
+    description: str
+    files: tuple[WeightFile, ...] = ()
+    license: str | None = None
+    seed: int = 0
+    prediction_type: str = "epsilon"
+    #: A local folder holding the weight files (an imported model), instead of URLs.
+    weights_dir: Path | None = None
+
+    def file_for(self, role: str) -> WeightFile | None:
+        return next((f for f in self.files if f.role == role), None)
