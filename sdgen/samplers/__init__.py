@@ -16,12 +16,18 @@ k-diffusion noise level sqrt((1 - alpha_bar) / alpha_bar), Karras et al. 2022), 
 DPM-Solver++ (Lu et al. 2022) ``alpha_t = 1 / sqrt(1 + sigma^2)``, ``sigma_t = sigma *
 alpha_t`` and ``lambda_t = log(alpha_t / sigma_t)``.
 
+A run can also start part-way (img2img, inpainting, hires fix): ``start(steps,
+prediction_type, start_index)``, with ``start_index_for_strength(steps, strength)``
+giving diffusers' index for an img2img strength, and ``run.add_noise(x0, noise)`` the
+starting latents; ``SamplerRun`` says how the pipeline uses them.
+
 Modules:
 
-- :mod:`~sdgen.samplers.schedule`: the SD training schedule (alpha_bar, sigmas), Karras
-  noise levels and the sigma -> timestep mapping.
-- :mod:`~sdgen.samplers.run`: ``SamplerRun``, the protocol a ``start()`` returns, and the
-  checks on ``start()``'s arguments.
+- :mod:`~sdgen.samplers.schedule`: the SD training schedule (alpha_bar, sigmas), the
+  timestep spacings (linspace, leading), Karras noise levels and the sigma -> timestep
+  mapping.
+- :mod:`~sdgen.samplers.run`: ``SamplerRun``, the protocol a ``start()`` returns, the
+  checks on ``start()``'s arguments and ``start_index_for_strength``.
 - :mod:`~sdgen.samplers.ddim`: DDIM.
 - :mod:`~sdgen.samplers.euler`: Euler and Euler ancestral (k-diffusion form).
 - :mod:`~sdgen.samplers.dpmpp`: DPM-Solver++ 2M, plain and Karras.
@@ -34,7 +40,7 @@ from ..errors import ConfigError
 from .ddim import DDIMSampler
 from .dpmpp import DPMSolverPlusPlus2MSampler
 from .euler import EulerAncestralSampler, EulerSampler
-from .run import PREDICTION_TYPES, SamplerRun
+from .run import PREDICTION_TYPES, SamplerRun, start_index_for_strength
 from .schedule import (
     TRAINING_STEPS,
     karras_sigmas,
@@ -57,6 +63,7 @@ __all__ = [
     "sd_alphas_cumprod",
     "sd_sigmas",
     "sigma_to_timestep",
+    "start_index_for_strength",
 ]
 
 SAMPLERS = {

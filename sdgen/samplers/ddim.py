@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .run import SamplerRun, check_start
-from .schedule import TRAINING_STEPS, sd_alphas_cumprod
+from .schedule import leading_timesteps, linspace_timesteps, sd_alphas_cumprod
 
 
 @dataclass
@@ -30,6 +30,14 @@ class _DDIMRun(SamplerRun):
             eps = np.sqrt(alpha) * output + np.sqrt(1.0 - alpha) * sample
         return (np.sqrt(alpha_prev) * x0 + np.sqrt(1.0 - alpha_prev) * eps).astype(np.float32)
 
+    def add_noise(self, x0, noise, index=0):
+        """The forward process q(x_t | x0) of DDPM (Ho et al. 2020, eq. 4):
+        sqrt(a) * x0 + sqrt(1 - a) * noise, with a = alpha_bar at step ``index``."""
+        alpha = self.alpha_bars[index]
+        x0 = np.asarray(x0, np.float64)
+        noise = np.asarray(noise, np.float64)
+        return (np.sqrt(alpha) * x0 + np.sqrt(1.0 - alpha) * noise).astype(np.float32)
+
 
 @dataclass(frozen=True)
 class DDIMSampler:
@@ -42,23 +50,30 @@ class DDIMSampler:
     ``spacing="leading"``: diffusers' ``DDIMScheduler`` with the SD configs
     (``steps_offset=1``, ``set_alpha_to_one=False``): t = k * (1000 // steps) + 1, the
     last step landing on alpha_bar[0]. The update rule is the same for both.
+
+    A run started at ``start_index`` takes the table's steps from that index on.
     """
 
     spacing: str = "linspace"
     name: str = "ddim"
     label: str = "DDIM"
 
-    def start(self, steps: int, prediction_type: str = "epsilon") -> SamplerRun:
-        check_start(steps, prediction_type)
+    def start(
+        self, steps: int, prediction_type: str = "epsilon", start_index: int = 0
+    ) -> SamplerRun:
+        check_start(steps, prediction_type, start_index)
         alpha_bar = sd_alphas_cumprod()
         if self.spacing == "linspace":
-            timesteps = np.linspace(0, TRAINING_STEPS - 1, steps).round()[::-1].copy()
+            timesteps = linspace_timesteps(steps).round()
             final = 1.0
         elif self.spacing == "leading":
-            timesteps = (np.arange(steps) * (TRAINING_STEPS // steps))[::-1] + 1.0
+            timesteps = leading_timesteps(steps)
             final = alpha_bar[0]
         else:
             raise ConfigError(f"unknown DDIM spacing {self.spacing!r}")
         alpha_bars = alpha_bar[timesteps.astype(np.int64)]
         alpha_bars_next = np.append(alpha_bars[1:], final)
-        return _DDIMRun(timesteps, 1.0, False, prediction_type, alpha_bars, alpha_bars_next)
+        part = slice(start_index, None)
+        return _DDIMRun(
+            timesteps[part], 1.0, False, prediction_type, alpha_bars[part], alpha_bars_next[part]
+        )

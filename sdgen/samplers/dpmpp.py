@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .run import SamplerRun, check_start
-from .schedule import TRAINING_STEPS, karras_sigmas, sd_sigmas, sigma_to_timestep
+from .schedule import karras_sigmas, linspace_timesteps, sigma_to_timestep, timestep_sigmas
 
 
 @dataclass
@@ -21,7 +21,8 @@ class _DPMSolverRun(SamplerRun):
     previous_x0: np.ndarray | None = field(default=None, repr=False)
 
     def step(self, model_output, index, sample, noise=None):
-        """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): first order at the first step,
+        """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): first order at the run's first
+        step (also when it starts part-way: the history starts fresh, as in diffusers),
         second order (midpoint) after, and the last step, to sigma = 0, returns x0."""
         sigma, sigma_next = self.sigmas[index], self.sigmas[index + 1]
         alpha_s, sigma_s = _vp(sigma)
@@ -45,6 +46,14 @@ class _DPMSolverRun(SamplerRun):
             correction = x0 + 0.5 * (x0 - previous) / ratio
         updated = (sigma_t / sigma_s) * sample - alpha_t * np.expm1(-h) * correction
         return updated.astype(np.float32)
+
+    def add_noise(self, x0, noise, index=0):
+        """alpha_t * x0 + sigma_t * noise at the noise level of step ``index``: the same
+        latents as DDPM's forward process, in the variance-preserving form this solver
+        works in."""
+        alpha_t, sigma_t = _vp(self.sigmas[index])
+        x0 = np.asarray(x0, np.float64)
+        return (alpha_t * x0 + sigma_t * np.asarray(noise, np.float64)).astype(np.float32)
 
 
 def _vp(sigma: float) -> tuple[float, float]:
@@ -73,12 +82,18 @@ class DPMSolverPlusPlus2MSampler:
     def label(self) -> str:
         return "DPM++ 2M Karras" if self.karras else "DPM++ 2M"
 
-    def start(self, steps: int, prediction_type: str = "epsilon") -> SamplerRun:
-        check_start(steps, prediction_type)
+    def start(
+        self, steps: int, prediction_type: str = "epsilon", start_index: int = 0
+    ) -> SamplerRun:
+        check_start(steps, prediction_type, start_index)
         if self.karras:
             sigmas = karras_sigmas(steps)
             timesteps = sigma_to_timestep(sigmas).round()
         else:
-            timesteps = np.linspace(0, TRAINING_STEPS - 1, steps + 1).round()[::-1][:-1].copy()
-            sigmas = np.interp(timesteps, np.arange(TRAINING_STEPS), sd_sigmas())
-        return _DPMSolverRun(timesteps, 1.0, False, prediction_type, np.append(sigmas, 0.0))
+            # steps + 1 points over [999, 0], without the last (t = 0): diffusers' table
+            timesteps = linspace_timesteps(steps + 1).round()[:-1]
+            sigmas = timestep_sigmas(timesteps)
+        sigmas = np.append(sigmas, 0.0)
+        return _DPMSolverRun(
+            timesteps[start_index:], 1.0, False, prediction_type, sigmas[start_index:]
+        )

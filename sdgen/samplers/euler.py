@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .run import SamplerRun, check_start
-from .schedule import TRAINING_STEPS, sd_sigmas
+from .schedule import linspace_timesteps, timestep_sigmas
 
 
 @dataclass
@@ -27,6 +27,12 @@ class _SigmaRun(SamplerRun):
         if self.prediction_type == "epsilon":
             return sample - sigma * output
         return output * (-sigma / np.sqrt(sigma**2 + 1.0)) + sample / (sigma**2 + 1.0)
+
+    def add_noise(self, x0, noise, index=0):
+        """x0 + sigma * noise, with sigma the noise level at step ``index``."""
+        sigma = self.sigmas[index]
+        x0 = np.asarray(x0, np.float64)
+        return (x0 + sigma * np.asarray(noise, np.float64)).astype(np.float32)
 
 
 @dataclass
@@ -56,11 +62,21 @@ class _EulerAncestralRun(_SigmaRun):
         return updated.astype(np.float32)
 
 
-def _linspace_sigmas(steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fractional timesteps evenly over [999, 0] and their interpolated sigmas, then 0."""
-    timesteps = np.linspace(0, TRAINING_STEPS - 1, steps)[::-1].copy()
-    sigmas = np.interp(timesteps, np.arange(TRAINING_STEPS), sd_sigmas())
-    return timesteps, np.append(sigmas, 0.0)
+def _start(run_class, steps, prediction_type, start_index, needs_noise):
+    """A run over fractional timesteps evenly over [999, 0] and their interpolated
+    sigmas, then 0, from ``start_index`` on."""
+    check_start(steps, prediction_type, start_index)
+    timesteps = linspace_timesteps(steps)
+    sigmas = np.append(timestep_sigmas(timesteps), 0.0)
+    # pure-noise latents are scaled to the schedule's largest level, whatever the start
+    init_noise_sigma = float(sigmas.max())
+    return run_class(
+        timesteps[start_index:],
+        init_noise_sigma,
+        needs_noise,
+        prediction_type,
+        sigmas[start_index:],
+    )
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,10 @@ class EulerSampler:
     name: str = "euler"
     label: str = "Euler"
 
-    def start(self, steps: int, prediction_type: str = "epsilon") -> SamplerRun:
-        check_start(steps, prediction_type)
-        timesteps, sigmas = _linspace_sigmas(steps)
-        return _EulerRun(timesteps, float(sigmas.max()), False, prediction_type, sigmas)
+    def start(
+        self, steps: int, prediction_type: str = "epsilon", start_index: int = 0
+    ) -> SamplerRun:
+        return _start(_EulerRun, steps, prediction_type, start_index, needs_noise=False)
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,7 @@ class EulerAncestralSampler:
     name: str = "euler-a"
     label: str = "Euler a"
 
-    def start(self, steps: int, prediction_type: str = "epsilon") -> SamplerRun:
-        check_start(steps, prediction_type)
-        timesteps, sigmas = _linspace_sigmas(steps)
-        return _EulerAncestralRun(timesteps, float(sigmas.max()), True, prediction_type, sigmas)
+    def start(
+        self, steps: int, prediction_type: str = "epsilon", start_index: int = 0
+    ) -> SamplerRun:
+        return _start(_EulerAncestralRun, steps, prediction_type, start_index, needs_noise=True)

@@ -3,8 +3,12 @@
 Every sampler in :mod:`sdgen.samplers` draws its timesteps and noise levels from here:
 ``alpha_bar`` (cumulative alphas, DDPM) of the 1000 training timesteps, the k-diffusion
 noise level ``sigma = sqrt((1 - alpha_bar) / alpha_bar)`` (Karras et al. 2022), the
-mapping from a noise level back to a (fractional) timestep, and Karras et al.'s spacing of
-noise levels.
+mapping from a noise level back to a (fractional) timestep, and the spacings of a
+sampler's timesteps: linspace and leading (the names of diffusers' ``timestep_spacing``,
+after Lin et al. 2023, table 2) and Karras et al.'s spacing of noise levels.
+
+Every table here is for a whole run, descending from the noisiest step; a run started
+part-way (``start_index``) uses the tail of it.
 """
 
 from __future__ import annotations
@@ -46,3 +50,19 @@ def karras_sigmas(steps: int, rho: float = 7.0) -> np.ndarray:
     ramp = np.linspace(0.0, 1.0, steps)
     max_inv, min_inv = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return (max_inv + ramp * (min_inv - max_inv)) ** rho
+
+
+def linspace_timesteps(steps: int) -> np.ndarray:
+    """``steps`` fractional timesteps evenly over [999, 0], descending ("linspace")."""
+    return np.linspace(0, TRAINING_STEPS - 1, steps)[::-1].copy()
+
+
+def leading_timesteps(steps: int, offset: int = 1) -> np.ndarray:
+    """t = k * (1000 // steps) + offset for k = steps - 1 ... 0 ("leading", with the SD
+    configs' ``steps_offset=1``)."""
+    return (np.arange(steps) * (TRAINING_STEPS // steps))[::-1] + float(offset)
+
+
+def timestep_sigmas(timesteps: np.ndarray) -> np.ndarray:
+    """The noise level at each (fractional) timestep, interpolated linearly in t."""
+    return np.interp(timesteps, np.arange(TRAINING_STEPS), sd_sigmas())
