@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sdgen import checkpoints
-from sdgen.checkpoints import Widths
+from sdgen import convert
 from sdgen.pipeline import timestep_embedding
 
 from . import keras_cv_layouts as layouts
@@ -25,7 +24,9 @@ torch = require("torch")
 diffusers = require("diffusers")
 transformers = require("transformers")
 
-TINY = Widths(text=32, text_layers=2, unet=(32, 64, 128, 128), context=32, decoder=(64, 64, 32, 32))
+TINY = convert.Widths(
+    text=32, text_layers=2, unet=(32, 64, 128, 128), context=32, decoder=(64, 64, 32, 32)
+)
 TEXT_HEADS, UNET_HEADS = 2, 8
 SIZE = 64  # pixels
 LIMIT = 1e-4
@@ -98,15 +99,17 @@ def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v
 
     tables = {
         "text_encoder": lambda: (
-            checkpoints.text_encoder_v2_params(TINY)
+            convert.tables.text_encoder_v2_params(TINY)
             if v2
-            else checkpoints.text_encoder_params(TINY)
+            else convert.tables.text_encoder_params(TINY)
         ),
-        "diffusion_model": lambda: checkpoints.diffusion_model_params(TINY, linear_projection=v2),
-        "decoder": lambda: checkpoints.decoder_params(TINY),
+        "diffusion_model": lambda: convert.tables.diffusion_model_params(
+            TINY, linear_projection=v2
+        ),
+        "decoder": lambda: convert.tables.decoder_params(TINY),
     }
-    tensors = checkpoints.read_checkpoint(folder)
-    weights = checkpoints.map_weights(tensors, "diffusers", params=tables)
+    tensors = convert.read_checkpoint(folder)
+    weights = convert.map_weights(tensors, "diffusers", params=tables)
 
     encoder = layouts.text_encoder(TINY, TEXT_HEADS, v2=v2)
     encoder.set_weights(weights["text_encoder"])
@@ -138,11 +141,11 @@ def test_layouts_at_sd_widths_list_the_weights_keras_cv_classes_list(role):
 
     spec = get_model_spec("sd-v1.4")
     if role == "text_encoder":
-        ours = layouts.text_encoder(checkpoints.SD1_WIDTHS, 12)
+        ours = layouts.text_encoder(convert.SD1_WIDTHS, 12)
     elif role == "diffusion_model":
-        ours = layouts.diffusion_model(checkpoints.SD1_WIDTHS, 8, SIZE)
+        ours = layouts.diffusion_model(convert.SD1_WIDTHS, 8, SIZE)
     else:
-        ours = layouts.decoder(checkpoints.SD1_WIDTHS, SIZE)
+        ours = layouts.decoder(convert.SD1_WIDTHS, SIZE)
     theirs = models.BUILDERS[role](spec, SIZE, SIZE)
     assert [tuple(w.shape) for w in ours.weights] == [tuple(w.shape) for w in theirs.weights]
     assert [type(layer).__name__ for layer in ours._flatten_layers()][1:] == [
