@@ -19,8 +19,12 @@ from sdgen.convert import (
     PARAMS_BY_FAMILY,
     CheckpointError,
     Param,
+    Widths,
     detect,
+    family_tables,
+    is_ignored,
     map_weights,
+    name_index,
     resolve_keys,
     to_keras,
 )
@@ -290,3 +294,81 @@ def test_map_weights_can_consume_its_input(monkeypatch):
     for a, b in zip(kept["net"], consumed["net"], strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(consumed["net"][2], fused[2:].T)
+
+
+# -- the name index ------------------------------------------------------------------------
+
+TINY = Widths(text=8, text_layers=2, unet=(8, 16, 32, 32), context=8, decoder=(16, 16, 8, 8))
+
+
+def _tiny_checkpoint(family, layout, old_names=False):
+    """A tiny checkpoint of ``family``'s tables at ``TINY`` widths in ``layout``: random
+    tensors in torch's shapes (an SD 2.x single file's q, k and v fused, as OpenCLIP
+    stores them; with ``old_names``, diffusers' older VAE attention names), plus tensors
+    the ignore lists name."""
+    rng = np.random.default_rng(0)
+    tensors = {}
+    for make in family_tables(family, TINY).values():
+        for p in make():
+            shape = _torch_shape(p)
+            if layout == "ldm":
+                key = p.ldm
+                if p.ldm_part is not None:
+                    shape = (shape[0] * p.ldm_part[1], *shape[1:])
+            else:
+                key = p.aliases[0] if old_names and p.aliases else p.diffusers
+            tensors[key] = rng.standard_normal(shape).astype(np.float16)
+    prefix = "first_stage_model." if layout == "ldm" else "vae."
+    tensors[prefix + "encoder.conv_in.weight"] = rng.standard_normal((8, 3, 3, 3))
+    tensors["alphas_cumprod"] = np.ones(1000, np.float32)
+    return tensors
+
+
+@pytest.mark.parametrize(
+    ("family", "layout", "old_names"),
+    [
+        ("sd-v1", "ldm", False),
+        ("sd-v2", "ldm", False),
+        ("sd-v1", "diffusers", True),
+        ("sd-v2", "diffusers", False),
+    ],
+)
+def test_name_index_covers_a_tiny_checkpoint_once_and_converts_as_map_weights(
+    family, layout, old_names
+):
+    tensors = _tiny_checkpoint(family, layout, old_names)
+    weights = map_weights(dict(tensors), layout, params=family_tables(family, TINY))
+    index = name_index(layout, family, TINY)
+    assert not [key for key in index if is_ignored(key)]
+
+    used = [key for key in tensors if not is_ignored(key)]
+    assert len(used) == len(tensors) - 2  # the two ignored extras
+    assert [key for key in used if key not in index] == []
+    reached = sorted((slot.role, slot.position) for key in used for slot in index[key])
+    assert reached == sorted(
+        (role, i) for role, arrays in weights.items() for i in range(len(arrays))
+    )
+    for key in used:
+        for slot in index[key]:
+            assert slot.source == key
+            np.testing.assert_array_equal(
+                slot.to_keras(tensors[key]), weights[slot.role][slot.position], err_msg=key
+            )
+
+
+def test_name_index_splits_openclip_in_proj_in_q_k_v_and_knows_old_names():
+    fused = "cond_stage_model.model.transformer.resblocks.1.attn.in_proj_weight"
+    slots = name_index("ldm", "sd-v2", TINY)[fused]
+    assert [(s.role, s.param.ldm_part) for s in slots] == [
+        ("text_encoder", (0, 3)),
+        ("text_encoder", (1, 3)),
+        ("text_encoder", (2, 3)),
+    ]
+    assert [s.position for s in slots] == sorted({s.position for s in slots})
+    index = name_index("diffusers")
+    old = "vae.decoder.mid_block.attentions.0.query.weight"
+    new = "vae.decoder.mid_block.attentions.0.to_q.weight"
+    assert [(s.role, s.position) for s in index[old]] == [(s.role, s.position) for s in index[new]]
+    assert len(index[new]) == 1
+    with pytest.raises(ValueError, match="layout"):
+        name_index("kohya")

@@ -9,7 +9,8 @@ One job per module, in the order a conversion runs:
   default size, and the kinds sdgen refuses;
 - ``tables``: each keras_cv network's weights in keras order, with the checkpoint names
   they come from, at any ``Widths``;
-- ``mapping``: the tensors onto keras weight lists (pure: no I/O, no models);
+- ``mapping``: the tensors onto keras weight lists (pure: no I/O, no models), and the
+  name index from a checkpoint key to its keras weight;
 - ``converted``: ``convert_checkpoint``, the steps above in one call;
 - ``writer``: the converted weights as keras_cv h5 files (the only module that builds
   networks);
@@ -26,12 +27,15 @@ from .errors import CheckpointError, NotACheckpointError, UnsupportedCheckpointE
 from .mapping import (
     IGNORED_KEYS,
     IGNORED_PREFIXES,
+    Slot,
+    is_ignored,
     map_weights,
+    name_index,
     resolve_keys,
     to_keras,
 )
 from .readers import DIFFUSERS_FILES, read_checkpoint
-from .tables import PARAMS, PARAMS_BY_FAMILY, SD1_WIDTHS, SD2_WIDTHS, Param, Widths
+from .tables import PARAMS, PARAMS_BY_FAMILY, SD1_WIDTHS, SD2_WIDTHS, Param, Widths, family_tables
 from .writer import FILENAMES, save_converted
 
 __all__ = [
@@ -47,12 +51,16 @@ __all__ = [
     "ConvertedCheckpoint",
     "NotACheckpointError",
     "Param",
+    "Slot",
     "UnsupportedCheckpointError",
     "Widths",
     "convert_checkpoint",
     "describe",
     "detect",
+    "family_tables",
+    "is_ignored",
     "map_weights",
+    "name_index",
     "read_checkpoint",
     "resolve_keys",
     "save_converted",

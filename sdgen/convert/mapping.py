@@ -5,14 +5,18 @@
 layout (:func:`to_keras`), in the order of ``model.weights``. Every tensor of the
 checkpoint is either used or named in an explicit ignore list; a missing tensor, a
 left-over one or a shape mismatch raises :class:`CheckpointError` naming the key.
+:func:`name_index` goes the other way: from a checkpoint key to the keras weight(s) it
+becomes, for code (LoRA merging) that changes single tensors.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import CheckpointError
-from .tables import PARAMS_BY_FAMILY, Param
+from .tables import PARAMS_BY_FAMILY, Param, Widths, family_tables
 
 #: Keys of single-file (CompVis/LDM) checkpoints that are not weights of the networks:
 #: the training-time noise schedule, EMA bookkeeping and CLIP's position ids.
@@ -54,6 +58,12 @@ IGNORED_PREFIXES = (
     # as in diffusers' converter (SD_2_TEXT_ENCODER_KEYS_TO_IGNORE).
     "cond_stage_model.model.transformer.resblocks.23.",
 )
+
+
+def is_ignored(key: str) -> bool:
+    """Whether the checkpoint tensor ``key`` is none of the networks' weights, by the
+    ignore lists above."""
+    return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES)
 
 
 def to_keras(key: str, value: np.ndarray, param: Param) -> np.ndarray:
@@ -113,11 +123,7 @@ def resolve_keys(
             used.add(key)
             keys.append((key, param))
         result[network] = keys
-    left_over = sorted(
-        k
-        for k in tensors
-        if k not in used and k not in IGNORED_KEYS and not k.startswith(IGNORED_PREFIXES)
-    )
+    left_over = sorted(k for k in tensors if k not in used and not is_ignored(k))
     if left_over:
         shown = ", ".join(left_over[:5])
         if len(left_over) > 5:
@@ -155,3 +161,44 @@ def map_weights(
             if consume and last_use[key] == (network, i):
                 del tensors[key]
     return weights
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one checkpoint tensor goes: position ``position`` of the keras weight list
+    of network ``role``, converted from the tensor named ``source`` as ``param`` says."""
+
+    role: str
+    position: int
+    param: Param
+    source: str
+
+    def to_keras(self, value: np.ndarray) -> np.ndarray:
+        """``value`` (the tensor ``source``, or one of its shape) in the keras layout of
+        this weight, as :func:`map_weights` converts it."""
+        return to_keras(self.source, value, self.param)
+
+
+def name_index(
+    layout: str, family: str = "sd-v1", widths: Widths | None = None
+) -> dict[str, tuple[Slot, ...]]:
+    """For each checkpoint key a checkpoint of ``family`` in ``layout`` (``"ldm"`` or
+    ``"diffusers"``) may hold, the keras weights it becomes, in keras order.
+
+    The tables are the family's own (:data:`PARAMS_BY_FAMILY`), or those at ``widths``.
+    Most keys become one weight; an SD 2.x single file's fused ``attn.in_proj_*``
+    tensors become three (q, k and v). A diffusers weight is listed under its name and
+    under its older aliases, of which a checkpoint holds one. Ignored keys are absent.
+    """
+    if layout not in ("ldm", "diffusers"):
+        raise ValueError(f"unknown layout {layout!r}")
+    if family not in PARAMS_BY_FAMILY:
+        raise ValueError(f"unknown family {family!r}")
+    tables = PARAMS_BY_FAMILY[family] if widths is None else family_tables(family, widths)
+    index: dict[str, list[Slot]] = {}
+    for role, make in tables.items():
+        for position, param in enumerate(make()):
+            names = (param.ldm,) if layout == "ldm" else (param.diffusers, *param.aliases)
+            for name in names:
+                index.setdefault(name, []).append(Slot(role, position, param, name))
+    return {name: tuple(slots) for name, slots in index.items()}

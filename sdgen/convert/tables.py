@@ -10,6 +10,7 @@ convert networks of SD's layout at tiny widths with the same tables. ``TextEncod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -332,18 +333,34 @@ def decoder_params(widths: Widths = SD1_WIDTHS) -> list[Param]:
     return w.params
 
 
-#: The keras_cv weights of each network of an SD 1.x checkpoint (``PARAMS_BY_FAMILY``
-#: holds those of every family).
-PARAMS = {
-    "text_encoder": text_encoder_params,
-    "diffusion_model": diffusion_model_params,
-    "decoder": decoder_params,
+#: Per family: the text encoder's table, whether the U-Net's SpatialTransformers project
+#: in and out with Dense layers, and the family's own widths.
+_FAMILIES = {
+    "sd-v1": (text_encoder_params, False, SD1_WIDTHS),
+    "sd-v2": (text_encoder_v2_params, True, SD2_WIDTHS),
 }
-PARAMS_BY_FAMILY = {
-    "sd-v1": PARAMS,
-    "sd-v2": {
-        "text_encoder": text_encoder_v2_params,
-        "diffusion_model": lambda: diffusion_model_params(SD2_WIDTHS, linear_projection=True),
-        "decoder": decoder_params,
-    },
-}
+
+
+def family_tables(
+    family: str, widths: Widths | None = None
+) -> dict[str, Callable[[], list[Param]]]:
+    """The weight tables of ``family`` (``"sd-v1"`` or ``"sd-v2"``), by network
+    (``text_encoder``, ``diffusion_model``, ``decoder``), each a function that returns
+    its :class:`Param` list; at ``widths``, or the family's own widths when ``None``."""
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown family {family!r}")
+    text, linear_projection, own = _FAMILIES[family]
+    widths = own if widths is None else widths
+    return {
+        "text_encoder": lambda: text(widths),
+        "diffusion_model": lambda: diffusion_model_params(
+            widths, linear_projection=linear_projection
+        ),
+        "decoder": lambda: decoder_params(widths),
+    }
+
+
+#: The weight tables of every family at its own widths (``{family: {network: () ->
+#: [Param]}}``); ``PARAMS`` holds SD 1.x's.
+PARAMS_BY_FAMILY = {family: family_tables(family) for family in _FAMILIES}
+PARAMS = PARAMS_BY_FAMILY["sd-v1"]

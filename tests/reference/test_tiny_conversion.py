@@ -66,13 +66,19 @@ def diffusers_networks(v2: bool, seed: int):
     return text.eval(), unet.eval(), vae.eval()
 
 
-@pytest.mark.parametrize("v2", [False, True], ids=["sd1-layout", "sd2-layout"])
-def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v2):
-    text, unet, vae = diffusers_networks(v2, seed=7 if v2 else 3)
-    folder = tmp_path / "tiny"
+def save_diffusers_folder(folder, v2: bool, seed: int):
+    """Tiny diffusers networks with random weights, saved as a diffusers folder."""
+    text, unet, vae = diffusers_networks(v2, seed)
     text.save_pretrained(folder / "text_encoder")
     unet.save_pretrained(folder / "unet")
     vae.save_pretrained(folder / "vae")
+    return text, unet, vae
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["sd1-layout", "sd2-layout"])
+def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v2):
+    folder = tmp_path / "tiny"
+    text, unet, vae = save_diffusers_folder(folder, v2, seed=7 if v2 else 3)
 
     rng = np.random.default_rng(0)
     tokens = np.concatenate([[49406], rng.integers(0, 49406, 12), [49407] * 64])
@@ -97,17 +103,7 @@ def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v
             .transpose(0, 2, 3, 1),
         }
 
-    tables = {
-        "text_encoder": lambda: (
-            convert.tables.text_encoder_v2_params(TINY)
-            if v2
-            else convert.tables.text_encoder_params(TINY)
-        ),
-        "diffusion_model": lambda: convert.tables.diffusion_model_params(
-            TINY, linear_projection=v2
-        ),
-        "decoder": lambda: convert.tables.decoder_params(TINY),
-    }
+    tables = convert.family_tables("sd-v2" if v2 else "sd-v1", TINY)
     tensors = convert.read_checkpoint(folder)
     weights = convert.map_weights(tensors, "diffusers", params=tables)
 
@@ -129,6 +125,34 @@ def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v
         assert got[name].shape == expected[name].shape
         assert np.abs(expected[name]).max() > 0.5  # a working network's output
     assert max(errors.values()) <= LIMIT, errors
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["sd1-layout", "sd2-layout"])
+def test_name_index_finds_each_tensor_of_a_tiny_diffusers_folder_where_conversion_puts_it(
+    tmp_path, v2
+):
+    """Every tensor diffusers saves is either ignored or in the name index; together they
+    reach each keras weight exactly once; and a tensor looked up and converted alone is
+    the array the whole conversion puts at that place (what LoRA merging relies on)."""
+    family = "sd-v2" if v2 else "sd-v1"
+    save_diffusers_folder(tmp_path / "tiny", v2, seed=5)
+    tensors = convert.read_checkpoint(tmp_path / "tiny")
+    weights = convert.map_weights(
+        dict(tensors), "diffusers", params=convert.family_tables(family, TINY)
+    )
+    index = convert.name_index("diffusers", family, TINY)
+
+    used = [key for key in tensors if not convert.is_ignored(key)]
+    assert [key for key in used if key not in index] == []
+    reached = sorted((slot.role, slot.position) for key in used for slot in index[key])
+    assert reached == sorted(
+        (role, i) for role, arrays in weights.items() for i in range(len(arrays))
+    )
+    for key in used:
+        for slot in index[key]:
+            np.testing.assert_array_equal(
+                slot.to_keras(tensors[key]), weights[slot.role][slot.position], err_msg=key
+            )
 
 
 @pytest.mark.slow
