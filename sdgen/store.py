@@ -149,7 +149,7 @@ def import_checkpoint(
     The architecture, prediction type and default size are detected from the checkpoint;
     ``prediction_type`` and ``default_size`` override what was detected.
     """
-    from . import checkpoints
+    from . import convert as checkpoints
 
     path = Path(path)
     check_name(name)

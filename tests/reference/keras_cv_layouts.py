@@ -2,14 +2,14 @@
 
 keras_cv's ``TextEncoder``, ``DiffusionModel`` (V2) and ``Decoder`` fix their widths;
 these builders produce the same layers in the same order at the widths of a
-``sdgen.checkpoints.Widths``, so the checkpoint conversion can be checked against
+``sdgen.convert.Widths``, so the checkpoint conversion can be checked against
 diffusers at tiny size in seconds. ``test_tiny_conversion.py`` checks that at SD's own
 widths they list exactly the weights keras_cv's classes do.
 """
 
 from __future__ import annotations
 
-from sdgen.checkpoints import Widths
+from sdgen.convert import Widths
 from sdgen.models import MAX_PROMPT_LENGTH, match_stable_diffusion
 
 

@@ -3,7 +3,7 @@
 Full-size SD 1.5 networks (CLIPTextModel, UNet2DConditionModel, AutoencoderKL) are built
 with seeded random weights, every parameter perturbed so no two norms or biases are
 alike (a swapped pair would show), saved as a diffusers folder, converted with
-:mod:`sdgen.checkpoints` and loaded into keras_cv's networks. The text encoder's hidden
+:mod:`sdgen.convert` and loaded into keras_cv's networks. The text encoder's hidden
 states, the U-Net's noise prediction and the VAE decode must agree within 1e-4 max abs.
 
 The diffusers side is unmodified: sdgen builds keras_cv's networks with SD's exact GELU
@@ -30,7 +30,7 @@ import shutil
 import numpy as np
 import pytest
 
-from sdgen import checkpoints
+from sdgen import convert
 from sdgen.pipeline import timestep_embedding
 
 from . import sd_architectures as architectures
@@ -120,22 +120,22 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
         del vae, decoded
         _release()
 
-    weights = checkpoints.convert_checkpoint(folder)
+    weights = convert.convert_checkpoint(folder)
     assert weights.describe() == {
         "family": "sd-v1",
         "prediction_type": "epsilon",
         "default_size": SIZE,  # the U-Net config's sample_size times 8
     }
-    out = checkpoints.save_converted(weights, tmp_path / "kcv")
+    out = convert.save_converted(weights, tmp_path / "kcv")
     del weights
     _release()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".kcv")]  # no staging left
-    assert sorted(p.name for p in out.iterdir()) == sorted(checkpoints.FILENAMES.values())
+    assert sorted(p.name for p in out.iterdir()) == sorted(convert.FILENAMES.values())
     spec = get_model_spec("sd-v1.4")
 
     def load(role, size):
         model = models.BUILDERS[role](spec, size, size)
-        models.load_weights(model, out / checkpoints.FILENAMES[role])
+        models.load_weights(model, out / convert.FILENAMES[role])
         return model
 
     encoder = load("text_encoder", SIZE)
@@ -197,7 +197,7 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
         json.dumps({"_class_name": "DDIMScheduler", "prediction_type": "v_prediction"})
     )
 
-    converted = checkpoints.convert_checkpoint(folder)
+    converted = convert.convert_checkpoint(folder)
     shutil.rmtree(folder)
     assert converted.describe() == {
         "family": "sd-v2",
@@ -205,17 +205,17 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
         "default_size": 768,
     }
     assert converted.layout == "diffusers"
-    out = checkpoints.save_converted(converted, tmp_path / "kcv")  # builds the V2 networks
+    out = convert.save_converted(converted, tmp_path / "kcv")  # builds the V2 networks
     del converted
     _release()
-    assert sorted(p.name for p in out.iterdir()) == sorted(checkpoints.FILENAMES.values())
+    assert sorted(p.name for p in out.iterdir()) == sorted(convert.FILENAMES.values())
 
     from sdgen import models
     from sdgen.catalog import get_model_spec
 
     spec = dataclasses.replace(get_model_spec("sd-v1.4"), family="sd-v2")
     encoder = models.build_text_encoder(spec)
-    models.load_weights(encoder, out / checkpoints.FILENAMES["text_encoder"])
+    models.load_weights(encoder, out / convert.FILENAMES["text_encoder"])
     positions = np.arange(77, dtype=np.int32)[None]
     _close(encoder.predict_on_batch([tokens[None], positions]), expected["text"])
     del encoder
@@ -223,7 +223,7 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
     _release()
 
     unet_k = models.build_diffusion_model(spec, SIZE, SIZE)
-    models.load_weights(unet_k, out / checkpoints.FILENAMES["diffusion_model"])
+    models.load_weights(unet_k, out / convert.FILENAMES["diffusion_model"])
     t_emb = timestep_embedding(timestep)[None]
     _close(unet_k.predict_on_batch([latent, t_emb, context]), expected["unet"])
 
@@ -232,7 +232,7 @@ def test_single_file_names_match_diffusers_converter():
     """Our CompVis names, renamed by diffusers' own LDM converter, give our diffusers names."""
     from diffusers.loaders import single_file_utils as sfu
 
-    params = [p for make in checkpoints.PARAMS.values() for p in make()]
+    params = [p for make in convert.PARAMS.values() for p in make()]
     # Zero-cost stand-ins of each tensor's torch shape, tagged by identity.
     ldm = {}
     expected = {}
@@ -277,7 +277,7 @@ def test_sd2_single_file_names_match_diffusers_converter():
     order (each row of a stand-in holds its row index)."""
     from diffusers.loaders import single_file_utils as sfu
 
-    family = checkpoints.PARAMS_BY_FAMILY["sd-v2"]
+    family = convert.PARAMS_BY_FAMILY["sd-v2"]
     params = family["text_encoder"]() + family["diffusion_model"]()
     ldm, expected = {}, {}
     for p in params:
@@ -311,7 +311,7 @@ def test_sd2_single_file_names_match_diffusers_converter():
             assert theirs.shape == ldm[param.ldm].shape, key
             continue
         # What diffusers loads, put in keras layout, is what we convert the fused tensor to.
-        ours = checkpoints._to_keras(param.ldm, ldm[param.ldm].numpy(), param)
-        keras_theirs = checkpoints._to_keras(key, theirs.numpy(), param)
+        ours = convert.to_keras(param.ldm, ldm[param.ldm].numpy(), param)
+        keras_theirs = convert.to_keras(key, theirs.numpy(), param)
         np.testing.assert_array_equal(ours, keras_theirs, err_msg=key)
         assert np.unique(ours).size == ours.shape[-1], key  # one row index per output

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sdgen import checkpoints
-from sdgen.checkpoints import Widths
+from sdgen import convert
 from sdgen.pipeline import timestep_embedding
 
 from . import keras_cv_layouts as layouts
@@ -25,7 +24,9 @@ torch = require("torch")
 diffusers = require("diffusers")
 transformers = require("transformers")
 
-TINY = Widths(text=32, text_layers=2, unet=(32, 64, 128, 128), context=32, decoder=(64, 64, 32, 32))
+TINY = convert.Widths(
+    text=32, text_layers=2, unet=(32, 64, 128, 128), context=32, decoder=(64, 64, 32, 32)
+)
 TEXT_HEADS, UNET_HEADS = 2, 8
 SIZE = 64  # pixels
 LIMIT = 1e-4
@@ -65,13 +66,19 @@ def diffusers_networks(v2: bool, seed: int):
     return text.eval(), unet.eval(), vae.eval()
 
 
-@pytest.mark.parametrize("v2", [False, True], ids=["sd1-layout", "sd2-layout"])
-def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v2):
-    text, unet, vae = diffusers_networks(v2, seed=7 if v2 else 3)
-    folder = tmp_path / "tiny"
+def save_diffusers_folder(folder, v2: bool, seed: int):
+    """Tiny diffusers networks with random weights, saved as a diffusers folder."""
+    text, unet, vae = diffusers_networks(v2, seed)
     text.save_pretrained(folder / "text_encoder")
     unet.save_pretrained(folder / "unet")
     vae.save_pretrained(folder / "vae")
+    return text, unet, vae
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["sd1-layout", "sd2-layout"])
+def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v2):
+    folder = tmp_path / "tiny"
+    text, unet, vae = save_diffusers_folder(folder, v2, seed=7 if v2 else 3)
 
     rng = np.random.default_rng(0)
     tokens = np.concatenate([[49406], rng.integers(0, 49406, 12), [49407] * 64])
@@ -96,17 +103,9 @@ def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v
             .transpose(0, 2, 3, 1),
         }
 
-    tables = {
-        "text_encoder": lambda: (
-            checkpoints.text_encoder_v2_params(TINY)
-            if v2
-            else checkpoints.text_encoder_params(TINY)
-        ),
-        "diffusion_model": lambda: checkpoints.diffusion_model_params(TINY, linear_projection=v2),
-        "decoder": lambda: checkpoints.decoder_params(TINY),
-    }
-    tensors = checkpoints.read_checkpoint(folder)
-    weights = checkpoints.map_weights(tensors, "diffusers", params=tables)
+    tables = convert.family_tables("sd-v2" if v2 else "sd-v1", TINY)
+    tensors = convert.read_checkpoint(folder)
+    weights = convert.map_weights(tensors, "diffusers", params=tables)
 
     encoder = layouts.text_encoder(TINY, TEXT_HEADS, v2=v2)
     encoder.set_weights(weights["text_encoder"])
@@ -128,6 +127,34 @@ def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v
     assert max(errors.values()) <= LIMIT, errors
 
 
+@pytest.mark.parametrize("v2", [False, True], ids=["sd1-layout", "sd2-layout"])
+def test_name_index_finds_each_tensor_of_a_tiny_diffusers_folder_where_conversion_puts_it(
+    tmp_path, v2
+):
+    """Every tensor diffusers saves is either ignored or in the name index; together they
+    reach each keras weight exactly once; and a tensor looked up and converted alone is
+    the array the whole conversion puts at that place (what LoRA merging relies on)."""
+    family = "sd-v2" if v2 else "sd-v1"
+    save_diffusers_folder(tmp_path / "tiny", v2, seed=5)
+    tensors = convert.read_checkpoint(tmp_path / "tiny")
+    weights = convert.map_weights(
+        dict(tensors), "diffusers", params=convert.family_tables(family, TINY)
+    )
+    index = convert.name_index("diffusers", family, TINY)
+
+    used = [key for key in tensors if not convert.is_ignored(key)]
+    assert [key for key in used if key not in index] == []
+    reached = sorted((slot.role, slot.position) for key in used for slot in index[key])
+    assert reached == sorted(
+        (role, i) for role, arrays in weights.items() for i in range(len(arrays))
+    )
+    for key in used:
+        for slot in index[key]:
+            np.testing.assert_array_equal(
+                slot.to_keras(tensors[key]), weights[slot.role][slot.position], err_msg=key
+            )
+
+
 @pytest.mark.slow
 @pytest.mark.full_size
 @pytest.mark.parametrize("role", ["text_encoder", "diffusion_model", "decoder"])
@@ -138,11 +165,11 @@ def test_layouts_at_sd_widths_list_the_weights_keras_cv_classes_list(role):
 
     spec = get_model_spec("sd-v1.4")
     if role == "text_encoder":
-        ours = layouts.text_encoder(checkpoints.SD1_WIDTHS, 12)
+        ours = layouts.text_encoder(convert.SD1_WIDTHS, 12)
     elif role == "diffusion_model":
-        ours = layouts.diffusion_model(checkpoints.SD1_WIDTHS, 8, SIZE)
+        ours = layouts.diffusion_model(convert.SD1_WIDTHS, 8, SIZE)
     else:
-        ours = layouts.decoder(checkpoints.SD1_WIDTHS, SIZE)
+        ours = layouts.decoder(convert.SD1_WIDTHS, SIZE)
     theirs = models.BUILDERS[role](spec, SIZE, SIZE)
     assert [tuple(w.shape) for w in ours.weights] == [tuple(w.shape) for w in theirs.weights]
     assert [type(layer).__name__ for layer in ours._flatten_layers()][1:] == [
