@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SdgenError, UsageError
+from .networks.layouts import SD1_WIDTHS, SD2_WIDTHS, Widths
 
 # -- errors ---------------------------------------------------------------------------------
 
@@ -630,24 +631,6 @@ class _Walk:
         )
 
 
-@dataclass(frozen=True)
-class Widths:
-    """The sizes the weight tables depend on: SD 1.x's by default. The tests convert
-    networks of the same layout at small widths with the same tables."""
-
-    text: int = 768
-    text_layers: int = 12
-    #: The U-Net's four levels; its time embedding is 4x the first.
-    unet: tuple[int, int, int, int] = (320, 640, 1280, 1280)
-    context: int = 768
-    #: The VAE decoder's four levels, from the latent side.
-    decoder: tuple[int, int, int, int] = (512, 512, 256, 128)
-
-
-SD1_WIDTHS = Widths()
-SD2_WIDTHS = Widths(text=1024, text_layers=23, context=1024)
-
-
 def text_encoder_params(widths: Widths = SD1_WIDTHS) -> list[Param]:
     """keras_cv ``TextEncoder`` (CLIP ViT-L/14 text model) weights, in keras order."""
     w = _Walk("cond_stage_model.transformer.text_model.", "text_encoder.text_model.")
@@ -1131,7 +1114,8 @@ def save_converted(converted, folder) -> Path:
     """
     import types
 
-    from . import models
+    from .families import family_of
+    from .networks.h5 import save_legacy_weights
 
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
@@ -1142,12 +1126,12 @@ def save_converted(converted, folder) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         for role, filename in FILENAMES.items():
-            model = models.BUILDERS[role](spec, 64, 64)
+            model = family_of(spec).build(role, spec, 64, 64)
             try:
                 model.set_weights(converted[role])
             except ValueError as error:
                 raise CheckpointError(f"converted {role} weights do not fit: {error}") from error
-            models.save_legacy_weights(model, staging / filename)
+            save_legacy_weights(model, staging / filename)
             del model
         if folder.exists():
             folder.rmdir()
