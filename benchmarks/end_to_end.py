@@ -263,7 +263,7 @@ def child_keras_cv(spec: dict, clock: Clock):
     from keras_cv.models.stable_diffusion import Decoder, DiffusionModel, TextEncoder
 
     from sdgen.catalog import get_model_spec
-    from sdgen.models import load_weights
+    from sdgen.networks.h5 import load_weights
     from sdgen.tokenizer import load_tokenizer
     from sdgen.weights import resolve_weights
 

@@ -1,7 +1,7 @@
 """The text-to-image pipeline: encode the prompt, denoise, decode, with injected networks.
 
 ``load_pipeline()`` resolves weights (through :mod:`sdgen.weights`) and builds the
-networks (through :mod:`sdgen.models`); a ``Pipeline`` itself only receives built
+networks (through :mod:`sdgen.families`); a ``Pipeline`` itself only receives built
 networks, so it can be given any keras_cv-compatible models.
 """
 
@@ -15,19 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models
 from .catalog import get_model_spec
 from .config import AUTO_BATCH, GenerationConfig
 from .errors import BadImageError, ConfigError, OutOfMemoryError, UsageError
+from .families import family_of
+from .networks.h5 import load_weights
+from .networks.layouts import MAX_PROMPT_LENGTH
 from .runtimes import RUNTIMES
 from .runtimes.tensorflow import DeviceSettings, TensorFlowBackend, detect_device, is_out_of_memory
 from .samplers import get_sampler
 from .spec import ROLES, ModelSpec
 from .tokenizer import END_OF_TEXT, encode_prompt, load_tokenizer
-
-#: The padding token of each family's tokenizer: SD 2.x's OpenCLIP pads with 0 where
-#: CLIP (SD 1.x, keras_cv) repeats end-of-text (diffusers' SD 2 tokenizer config).
-PAD_TOKENS = {"sd-v2": 0}
 
 #: Called as ``callback(image_index, step_index, steps, latents)`` after every step.
 StepCallback = Callable[[int, int, int, np.ndarray], None]
@@ -43,9 +41,10 @@ class GeneratedImage:
     seconds: float = 0.0
 
 
-def timestep_embedding(timestep: float, dim: int = models.TIMESTEP_EMBEDDING_DIM) -> np.ndarray:
+def timestep_embedding(timestep: float, dim: int = 320) -> np.ndarray:
     """The sinusoidal embedding of ``timestep`` that keras_cv's U-Net takes: cos then sin
-    of ``timestep * 10000^(-i / (dim/2))`` for i in [0, dim/2)."""
+    of ``timestep * 10000^(-i / (dim/2))`` for i in [0, dim/2). ``dim`` is the family's
+    ``timestep_embedding_dim`` (SD's: 320)."""
     half = dim // 2
     freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float64) / half)
     args = float(timestep) * freqs
@@ -103,6 +102,7 @@ class Pipeline:
 
     def _setup(self, spec, tokenizer, backend, device) -> None:
         self.spec = spec
+        self.family = family_of(spec)
         self.tokenizer = tokenizer
         self.backend = backend
         self.device = device
@@ -204,14 +204,14 @@ class Pipeline:
 
     def encode_prompts(self, negative_prompt: str, prompt: str) -> np.ndarray:
         """Text-encoder states of (negative prompt, prompt), shape (2, 77, width)."""
-        pad = PAD_TOKENS.get(self.spec.family, END_OF_TEXT)
+        pad = END_OF_TEXT if self.family.pad_token is None else self.family.pad_token
         tokens = np.stack(
             [
                 encode_prompt(self.tokenizer, negative_prompt, "negative prompt", pad),
                 encode_prompt(self.tokenizer, prompt, pad=pad),
             ]
         )
-        positions = np.tile(np.arange(models.MAX_PROMPT_LENGTH, dtype=np.int32), (2, 1))
+        positions = np.tile(np.arange(MAX_PROMPT_LENGTH, dtype=np.int32), (2, 1))
         return self.backend.encode(tokens, positions)
 
     def _denoise(self, networks, sampler, latents, generators, context, config, indices, callback):
@@ -228,9 +228,10 @@ class Pipeline:
         else:
             contexts = np.repeat(context[1:], batch, 0)
         scale = np.float32(config.guidance_scale)
+        t_dim = self.family.timestep_embedding_dim
         for index, timestep in enumerate(run.timesteps):
             model_input = run.scale_model_input(latents, index)
-            t_emb = np.repeat(timestep_embedding(timestep)[None], batch, 0)
+            t_emb = np.repeat(timestep_embedding(timestep, t_dim)[None], batch, 0)
             if guided:
                 both = np.concatenate([model_input, model_input])
                 output = networks.denoise(both, np.concatenate([t_emb, t_emb]), contexts, scale)
@@ -300,10 +301,12 @@ def load_pipeline(
     height = height or spec.default_size
     width = width or spec.default_size
 
+    family = family_of(spec)
+
     def build(role: str, height: int, width: int):
-        network = models.BUILDERS[role](spec, height, width)
+        network = family.build(role, spec, height, width)
         if role in paths:
-            models.load_weights(network, paths[role])
+            load_weights(network, paths[role])
         return network
 
     if runtime == "openvino":

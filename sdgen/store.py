@@ -149,7 +149,7 @@ def import_checkpoint(
     The architecture, prediction type and default size are detected from the checkpoint;
     ``prediction_type`` and ``default_size`` override what was detected.
     """
-    from . import convert as checkpoints
+    from . import convert
 
     path = Path(path)
     check_name(name)
@@ -159,9 +159,9 @@ def import_checkpoint(
             "pass --overwrite to replace it or choose another --name"
         )
     if not path.exists():
-        raise checkpoints.NotACheckpointError(f"checkpoint {path} does not exist")
+        raise convert.NotACheckpointError(f"checkpoint {path} does not exist")
     digest = sha256 or source_sha256(path)
-    converted = checkpoints.convert_checkpoint(path, prediction_type=prediction_type)
+    converted = convert.convert_checkpoint(path, prediction_type=prediction_type)
     info = {
         "family": converted.family,
         "prediction_type": prediction_type or converted.prediction_type,
@@ -169,7 +169,7 @@ def import_checkpoint(
         "source": str(path.resolve()),
         "source_sha256": digest,
     }
-    install(name, lambda folder: checkpoints.save_converted(converted, folder), info, overwrite)
+    install(name, lambda folder: convert.save_converted(converted, folder), info, overwrite)
     return imported_spec(name)
 
 

@@ -8,19 +8,17 @@ which makes pixel comparisons meaningful.
 
 from __future__ import annotations
 
-from sdgen import models
 from sdgen.catalog import get_model_spec
-from sdgen.models import _fill_deterministically
+from sdgen.families import family_of
+from sdgen.families.tiny import fill_deterministically
 
 
 def full_size_networks(height: int, width: int, seed: int = 0):
-    """(text encoder, diffusion model, decoder) of keras_cv's SD v1, randomly filled."""
+    """(text encoder, diffusion model, decoder) of SD v1, randomly filled."""
     spec = get_model_spec("sd-v1.4")
-    networks = (
-        models.build_text_encoder(spec),
-        models.build_diffusion_model(spec, height, width),
-        models.build_decoder(spec, height, width),
-    )
+    family = family_of(spec)
+    roles = ("text_encoder", "diffusion_model", "decoder")
+    networks = tuple(family.build(role, spec, height, width) for role in roles)
     for offset, network in enumerate(networks):
-        _fill_deterministically(network, seed + offset)
+        fill_deterministically(network, seed + offset)
     return networks

@@ -10,6 +10,7 @@ import pytest
 
 from sdgen.config import GenerationConfig
 from sdgen.errors import ConfigError, OutOfMemoryError
+from sdgen.families import FAMILIES
 from sdgen.runtimes import memory
 
 GIB = 1 << 30
@@ -131,11 +132,14 @@ def test_gpu_estimate_follows_free_memory_size_and_precision(tiny_pipeline):
     assert fit(1000 * GIB) == memory.MAX_AUTO_BATCH
 
 
+SD1, SD2 = FAMILIES["sd-v1"], FAMILIES["sd-v2"]
+
+
 def test_unet_row_estimate_is_dominated_by_attention_at_large_sizes():
-    small = memory.unet_row_bytes("sd-v1", 256, 256, 4)
-    large = memory.unet_row_bytes("sd-v1", 512, 512, 4)
+    small = memory.unet_row_bytes(SD1, 256, 256, 4)
+    large = memory.unet_row_bytes(SD1, 512, 512, 4)
     assert 8 < large / small < 16  # attention grows with the square of the pixels
-    assert memory.unet_row_bytes("sd-v2", 512, 512, 4) < large  # 5 heads, not 8
+    assert memory.unet_row_bytes(SD2, 512, 512, 4) < large  # 5 heads, not 8
 
 
 def _answer(stdout="", error=None):

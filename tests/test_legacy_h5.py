@@ -1,5 +1,5 @@
 """Weights in the legacy Keras HDF5 layout that keras_cv's published kcv_*.h5 files use:
-written by models.save_legacy_weights, read back by models.load_weights, and used by the
+written by networks.h5.save_legacy_weights, read back by networks.h5.load_weights, and used by the
 CLI through ``--weights DIR``."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from conftest import TINY, pixels
 
-from sdgen import models
 from sdgen.catalog import get_model_spec
 from sdgen.errors import WeightsError
+from sdgen.families import family_of
+from sdgen.networks.h5 import load_weights, save_legacy_weights
 
 SIZE = 128
 
@@ -27,7 +28,7 @@ FILES = {
 
 
 def build(spec, role: str, size: int = SIZE):
-    return models.BUILDERS[role](spec, size, size)
+    return family_of(spec).build(role, spec, size, size)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def tiny_weights(tmp_path_factory):
         network = build(spec, role)
         values = [w * np.float32(1.5) for w in network.get_weights()]
         network.set_weights(values)
-        models.save_legacy_weights(network, folder / filename)
+        save_legacy_weights(network, folder / filename)
         perturbed[role] = values
     return folder, perturbed
 
@@ -54,7 +55,7 @@ def test_tiny_weights_round_trip(tiny_weights, role):
     assert len(before) == len(perturbed[role])
     assert not all(np.array_equal(a, b) for a, b in zip(before, perturbed[role], strict=True))
 
-    models.load_weights(fresh, folder / FILES[role])
+    load_weights(fresh, folder / FILES[role])
 
     loaded = fresh.get_weights()
     assert len(loaded) == len(perturbed[role])
@@ -88,7 +89,7 @@ def test_loading_a_file_that_is_not_hdf5(tmp_path):
     path.write_bytes(np.random.default_rng(0).bytes(4096))
     decoder = build(get_model_spec("tiny"), "decoder")
     with pytest.raises(WeightsError) as info:
-        models.load_weights(decoder, path)
+        load_weights(decoder, path)
     assert str(path) in str(info.value)
 
 
@@ -97,16 +98,16 @@ def test_loading_another_networks_file(tiny_weights):
     decoder = build(get_model_spec("tiny"), "decoder")
     path = folder / FILES["text_encoder"]
     with pytest.raises(WeightsError) as info:
-        models.load_weights(decoder, path)
+        load_weights(decoder, path)
     assert str(path) in str(info.value)
 
 
 @pytest.mark.slow
 @pytest.mark.full_size
 def test_full_size_decoder_round_trip(tmp_path):
-    """keras_cv's own Decoder, the size of the published kcv_decoder.h5 (about 198 MB)."""
+    """SD's decoder, the size of the published kcv_decoder.h5 (about 198 MB)."""
     spec = get_model_spec("sd-v1.4")
-    decoder = models.build_decoder(spec, 64, 64)
+    decoder = build(spec, "decoder", 64)
     rng = np.random.default_rng(1234)
     values = []
     for weight in decoder.get_weights():
@@ -117,12 +118,12 @@ def test_full_size_decoder_round_trip(tmp_path):
             values.append((std * rng.standard_normal(weight.shape)).astype(np.float32))
     decoder.set_weights(values)
     path = tmp_path / "kcv_decoder.h5"
-    models.save_legacy_weights(decoder, path)
+    save_legacy_weights(decoder, path)
     size_mb = path.stat().st_size / 1e6
     assert 150 < size_mb < 250, f"{size_mb:.0f} MB"
 
-    fresh = models.build_decoder(spec, 64, 64)
-    models.load_weights(fresh, path)
+    fresh = build(spec, "decoder", 64)
+    load_weights(fresh, path)
     loaded = fresh.get_weights()
     assert len(loaded) == len(values)
     for got, want in zip(loaded, values, strict=True):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import only_line, png_files
 
-from sdgen import models
 from sdgen.config import GenerationConfig
+from sdgen.families import Family
 from sdgen.pipeline import load_pipeline
 
 SIZE = 128
@@ -90,9 +90,7 @@ def test_converted_networks_are_cached_and_reused_without_keras(
     def refuse(*args):
         raise AssertionError("a Keras network was built although the cache has it")
 
-    monkeypatch.setitem(models.BUILDERS, "text_encoder", refuse)
-    monkeypatch.setitem(models.BUILDERS, "diffusion_model", refuse)
-    monkeypatch.setitem(models.BUILDERS, "decoder", refuse)
+    monkeypatch.setattr(Family, "build", refuse)
     again = load_pipeline("tiny", width=SIZE, height=SIZE, runtime="openvino")
     assert again.backend.converted == []
     config = GenerationConfig(prompt="a dog", steps=3, width=SIZE, height=SIZE, seed=1)

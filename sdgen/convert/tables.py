@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..networks.layouts import SD1_WIDTHS, SD2_WIDTHS, Widths
+
 
 @dataclass(frozen=True)
 class Param:
@@ -100,24 +102,6 @@ class _Walk:
         self._add(
             f"{ldm}.bias", f"{diffusers}.bias", (n,), "copy", tuple(f"{a}.bias" for a in aliases)
         )
-
-
-@dataclass(frozen=True)
-class Widths:
-    """The sizes the weight tables depend on: SD 1.x's by default. The tests convert
-    networks of the same layout at small widths with the same tables."""
-
-    text: int = 768
-    text_layers: int = 12
-    #: The U-Net's four levels; its time embedding is 4x the first.
-    unet: tuple[int, int, int, int] = (320, 640, 1280, 1280)
-    context: int = 768
-    #: The VAE decoder's four levels, from the latent side.
-    decoder: tuple[int, int, int, int] = (512, 512, 256, 128)
-
-
-SD1_WIDTHS = Widths()
-SD2_WIDTHS = Widths(text=1024, text_layers=23, context=1024)
 
 
 def text_encoder_params(widths: Widths = SD1_WIDTHS) -> list[Param]:

@@ -45,7 +45,8 @@ def save_converted(converted, folder) -> Path:
     """
     import types
 
-    from .. import models
+    from ..families import family_of
+    from ..networks.h5 import save_legacy_weights
 
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
@@ -56,12 +57,12 @@ def save_converted(converted, folder) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         for role, filename in FILENAMES.items():
-            model = models.BUILDERS[role](spec, 64, 64)
+            model = family_of(spec).build(role, spec, 64, 64)
             try:
                 model.set_weights(converted[role])
             except ValueError as error:
                 raise CheckpointError(f"converted {role} weights do not fit: {error}") from error
-            models.save_legacy_weights(model, staging / filename)
+            save_legacy_weights(model, staging / filename)
             del model
         if folder.exists():
             folder.rmdir()

@@ -30,15 +30,12 @@ ACTIVATIONS_PER_LATENT_PIXEL = 4000
 DECODER_ELEMENTS_PER_PIXEL = 1024
 
 
-def attention_heads(family: str) -> int:
-    """Heads of the U-Net's first attention level: SD 2 uses 64-wide heads (320 / 64)."""
-    return 5 if family == "sd-v2" else 8
-
-
-def unet_row_bytes(family: str, height: int, width: int, element_bytes: int) -> int:
-    """Activation memory of one U-Net row at ``height`` x ``width`` pixels."""
+def unet_row_bytes(family, height: int, width: int, element_bytes: int) -> int:
+    """Activation memory of one U-Net row of ``family`` (a ``Family``) at ``height`` x
+    ``width`` pixels; the attention scores of its first level dominate (SD 1.x: 8 heads,
+    SD 2.x: 5 of 64 channels)."""
     pixels = (height // 8) * (width // 8)
-    scores = ATTENTION_TENSORS * attention_heads(family) * pixels * pixels
+    scores = ATTENTION_TENSORS * family.first_level_heads * pixels * pixels
     return element_bytes * (scores + ACTIVATIONS_PER_LATENT_PIXEL * pixels)
 
 

@@ -66,12 +66,14 @@ def fingerprint(spec: ModelSpec, weight_paths: dict[str, Path]) -> str:
     """A short hash naming the converted files of ``spec`` with these weights."""
     from importlib.metadata import version
 
-    from .. import __version__, models
+    from .. import __version__, families, networks
 
     ov = import_openvino()
     parts = [spec.family, str(spec.seed), __version__, version("keras-cv"), ov.__version__]
-    # how the Keras networks are built (models.py) is part of what was converted
-    parts.append(hashlib.sha256(Path(models.__file__).read_bytes()).hexdigest())
+    # how the Keras networks are built is part of what was converted
+    for package in (networks, families):
+        for source in sorted(Path(package.__file__).parent.glob("*.py")):
+            parts.append(hashlib.sha256(source.read_bytes()).hexdigest())
     for role in sorted(weight_paths):
         path = Path(weight_paths[role]).resolve()
         stat = path.stat()

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import models
+from ..families import family_of
+from ..networks.layouts import latent_size
 from ..spec import ModelSpec
 from . import Networks, memory
 
@@ -96,7 +97,7 @@ class TensorFlowBackend:
         self.text_encoder = text_encoder
         self.diffusion_model = diffusion_model
         self.decoder = decoder
-        size = models.latent_size(diffusion_model)
+        size = latent_size(diffusion_model)
         self._networks = {size: self._compile(diffusion_model, decoder)}
         self._encode = self._function(lambda tokens, positions: text_encoder([tokens, positions]))
 
@@ -114,14 +115,15 @@ class TensorFlowBackend:
         weights = 4 * sum(network.count_params() for network in networks)  # float32 variables
         reserved = weights + memory.decoder_bytes(height, width, element)
         # an image is two U-Net rows under classifier-free guidance
-        per_image = 2 * memory.unet_row_bytes(self.spec.family, height, width, element)
+        per_image = 2 * memory.unet_row_bytes(family_of(self.spec), height, width, element)
         return memory.fit_batch(self.device.free_memory, reserved, per_image)
 
     def networks(self, height: int, width: int) -> Networks:
         if (height, width) not in self._networks:
-            diffusion_model = models.build_diffusion_model(self.spec, height, width)
+            family = family_of(self.spec)
+            diffusion_model = family.build("diffusion_model", self.spec, height, width)
             diffusion_model.set_weights(self.diffusion_model.get_weights())
-            decoder = models.build_decoder(self.spec, height, width)
+            decoder = family.build("decoder", self.spec, height, width)
             decoder.set_weights(self.decoder.get_weights())
             self._networks[(height, width)] = self._compile(diffusion_model, decoder)
         return self._networks[(height, width)]

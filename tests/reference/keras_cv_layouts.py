@@ -1,16 +1,90 @@
-"""keras_cv's SD networks laid out at any width, from keras_cv's own layer classes.
+"""keras_cv's SD networks, the independent implementation sdgen's own layers are checked
+against: built from keras_cv's layer classes at any width, and corrected to compute what
+Stable Diffusion computes (``match_stable_diffusion``).
 
 keras_cv's ``TextEncoder``, ``DiffusionModel`` (V2) and ``Decoder`` fix their widths;
 these builders produce the same layers in the same order at the widths of a
-``sdgen.convert.Widths``, so the checkpoint conversion can be checked against
-diffusers at tiny size in seconds. ``test_tiny_conversion.py`` checks that at SD's own
-widths they list exactly the weights keras_cv's classes do.
+``sdgen.networks.layouts.Widths``, so sdgen's layouts (``sdgen.networks``) can be
+compared with keras_cv's at tiny widths in seconds (tests/test_layouts.py), and at SD's
+own widths with keras_cv's classes (``keras_cv_network``; test_tiny_conversion.py).
 """
 
 from __future__ import annotations
 
-from sdgen.convert import Widths
-from sdgen.models import MAX_PROMPT_LENGTH, match_stable_diffusion
+import functools
+
+from sdgen.networks.layouts import MAX_PROMPT_LENGTH, Widths
+
+#: The epsilon of Stable Diffusion's GroupNorms in its VAE and in the U-Net's transformer
+#: blocks (the U-Net's residual blocks use keras_cv's 1e-5, as SD does).
+_SD_NORM_EPSILON = 1e-6
+
+
+def match_stable_diffusion(network):
+    """Make keras_cv's network compute what Stable Diffusion computes, and return it.
+
+    keras_cv departs from SD (the CompVis code its weights come from, and diffusers) in
+    ways that have nothing to do with weights: its GEGLU uses the tanh approximation of
+    GELU where SD uses the exact one, ``TextEncoderV2`` uses ``keras.ops.gelu``'s tanh
+    approximation where OpenCLIP uses the exact one, and its GroupNorms use epsilon 1e-5
+    where SD's VAE and transformer blocks use 1e-6. The layers are changed in place.
+    """
+    import keras
+    from keras_cv.src.models.stable_diffusion.diffusion_model import GEGLU, SpatialTransformer
+    from keras_cv.src.models.stable_diffusion.text_encoder import CLIPEncoderLayer
+
+    layers = list(network._flatten_layers(include_self=False))
+    is_unet = any(isinstance(layer, SpatialTransformer) for layer in layers)
+    for layer in layers:
+        if isinstance(layer, GEGLU):
+            layer.__class__ = _exact_geglu_class()
+        elif isinstance(layer, SpatialTransformer):
+            layer.norm.epsilon = _SD_NORM_EPSILON
+        elif not is_unet and isinstance(layer, keras.layers.GroupNormalization):
+            layer.epsilon = _SD_NORM_EPSILON  # the VAE's
+        elif isinstance(layer, CLIPEncoderLayer) and layer.activation is keras.ops.gelu:
+            layer.activation = _exact_gelu
+    return network
+
+
+def _exact_gelu(x):
+    import keras
+
+    return keras.ops.gelu(x, approximate=False)
+
+
+@functools.cache
+def _exact_geglu_class():
+    from keras_cv.src.models.stable_diffusion.diffusion_model import GEGLU
+
+    class ExactGEGLU(GEGLU):
+        def call(self, inputs):
+            x = self.dense(inputs)
+            value, gate = x[..., : self.output_dim], x[..., self.output_dim :]
+            return value * _exact_gelu(gate)
+
+    return ExactGEGLU
+
+
+def layer_names(network) -> list[str]:
+    """The class names of ``network``'s layers in order (keras_cv's GEGLU corrected by
+    ``match_stable_diffusion`` counts as a GEGLU)."""
+    return [
+        type(layer).__name__.removeprefix("Exact")
+        for layer in network._flatten_layers(include_self=False)
+    ]
+
+
+def keras_cv_network(role: str, size: int):
+    """keras_cv's own SD 1.x class for ``role`` at ``size`` pixels (no download)."""
+    from keras_cv.models.stable_diffusion import Decoder, DiffusionModel, TextEncoder
+
+    if role == "text_encoder":
+        return match_stable_diffusion(TextEncoder(MAX_PROMPT_LENGTH, download_weights=False))
+    if role == "diffusion_model":
+        model = DiffusionModel(size, size, MAX_PROMPT_LENGTH, download_weights=False)
+        return match_stable_diffusion(model)
+    return match_stable_diffusion(Decoder(size, size, download_weights=False))
 
 
 def text_encoder(widths: Widths, heads: int, v2: bool = False):

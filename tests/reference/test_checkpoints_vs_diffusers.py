@@ -7,7 +7,7 @@ alike (a swapped pair would show), saved as a diffusers folder, converted with
 states, the U-Net's noise prediction and the VAE decode must agree within 1e-4 max abs.
 
 The diffusers side is unmodified: sdgen builds keras_cv's networks with SD's exact GELU
-and GroupNorm epsilons (``sdgen.models.match_stable_diffusion``), which keras_cv itself
+and GroupNorm epsilons (``sdgen.networks.layers``), which keras_cv itself
 approximates (tanh GELU, epsilon 1e-5), so the comparison covers both the conversion and
 the arithmetic.
 
@@ -83,8 +83,9 @@ def _close(actual, expected, tol=1e-4):
 def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
     import keras
 
-    from sdgen import models
     from sdgen.catalog import get_model_spec
+    from sdgen.families import family_of
+    from sdgen.networks.h5 import load_weights
 
     folder = tmp_path / "sd15"
     rng = np.random.default_rng(0)
@@ -134,8 +135,8 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
     spec = get_model_spec("sd-v1.4")
 
     def load(role, size):
-        model = models.BUILDERS[role](spec, size, size)
-        models.load_weights(model, out / convert.FILENAMES[role])
+        model = family_of(spec).build(role, spec, size, size)
+        load_weights(model, out / convert.FILENAMES[role])
         return model
 
     encoder = load("text_encoder", SIZE)
@@ -210,20 +211,21 @@ def test_sd21_diffusers_folder_converts_to_equivalent_keras_v2_networks(tmp_path
     _release()
     assert sorted(p.name for p in out.iterdir()) == sorted(convert.FILENAMES.values())
 
-    from sdgen import models
     from sdgen.catalog import get_model_spec
+    from sdgen.families import family_of
+    from sdgen.networks.h5 import load_weights
 
     spec = dataclasses.replace(get_model_spec("sd-v1.4"), family="sd-v2")
-    encoder = models.build_text_encoder(spec)
-    models.load_weights(encoder, out / convert.FILENAMES["text_encoder"])
+    encoder = family_of(spec).build("text_encoder", spec, SIZE, SIZE)
+    load_weights(encoder, out / convert.FILENAMES["text_encoder"])
     positions = np.arange(77, dtype=np.int32)[None]
     _close(encoder.predict_on_batch([tokens[None], positions]), expected["text"])
     del encoder
     keras.backend.clear_session()
     _release()
 
-    unet_k = models.build_diffusion_model(spec, SIZE, SIZE)
-    models.load_weights(unet_k, out / convert.FILENAMES["diffusion_model"])
+    unet_k = family_of(spec).build("diffusion_model", spec, SIZE, SIZE)
+    load_weights(unet_k, out / convert.FILENAMES["diffusion_model"])
     t_emb = timestep_embedding(timestep)[None]
     _close(unet_k.predict_on_batch([latent, t_emb, context]), expected["unet"])
 

@@ -3,8 +3,8 @@
 The same check as test_checkpoints_vs_diffusers.py (which runs at full size and is
 slow): diffusers networks with random weights are saved as a diffusers folder, read
 back with sdgen's reader, mapped with sdgen's weight tables (at the tiny widths) into
-keras_cv's layers laid out as keras_cv lays them out (``keras_cv_layouts``), and the
-text states, the U-Net's prediction and the VAE decode must agree within 1e-4 max abs,
+sdgen's network layouts (``sdgen.networks.layouts``), and the text states, the U-Net's
+prediction and the VAE decode must agree within 1e-4 max abs,
 for SD 1.x's layout and for SD 2.x's (exact GELU, linear projections).
 """
 
@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from sdgen import convert
+from sdgen.networks import layouts
+from sdgen.networks.layouts import Attention
 from sdgen.pipeline import timestep_embedding
 
-from . import keras_cv_layouts as layouts
+from . import keras_cv_layouts
 from . import sd_architectures as architectures
 from .conftest import require
 
@@ -107,15 +109,16 @@ def test_tiny_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path, v
     tensors = convert.read_checkpoint(folder)
     weights = convert.map_weights(tensors, "diffusers", params=tables)
 
-    encoder = layouts.text_encoder(TINY, TEXT_HEADS, v2=v2)
+    encoder = layouts.text_encoder(TINY, TEXT_HEADS, "gelu" if v2 else "quick_gelu")
     encoder.set_weights(weights["text_encoder"])
     positions = np.arange(77, dtype=np.int32)[None]
     got = {"text": encoder.predict_on_batch([tokens, positions])}
-    model = layouts.diffusion_model(TINY, UNET_HEADS, SIZE, fully_connected=v2)
+    attention = Attention(heads=UNET_HEADS, fully_connected=v2)
+    model = layouts.diffusion_model(TINY, attention, SIZE, SIZE)
     model.set_weights(weights["diffusion_model"])
     t_emb = timestep_embedding(timestep, dim=TINY.unet[0])[None]
     got["unet"] = model.predict_on_batch([latent, t_emb, context])
-    decoder = layouts.decoder(TINY, SIZE)
+    decoder = layouts.decoder(TINY, SIZE, SIZE)
     decoder.set_weights(weights["decoder"])
     got["vae"] = decoder.predict_on_batch(latent)
 
@@ -159,19 +162,14 @@ def test_name_index_finds_each_tensor_of_a_tiny_diffusers_folder_where_conversio
 @pytest.mark.full_size
 @pytest.mark.parametrize("role", ["text_encoder", "diffusion_model", "decoder"])
 def test_layouts_at_sd_widths_list_the_weights_keras_cv_classes_list(role):
-    """The tiny check stands for the full-size one only if the layouts are keras_cv's."""
-    from sdgen import models
+    """The tiny check stands for the full-size one only if sdgen's layouts are keras_cv's:
+    at SD's widths they list the weights of keras_cv's own classes, layer for layer, so
+    keras_cv's published files load into them."""
     from sdgen.catalog import get_model_spec
+    from sdgen.families import family_of
 
     spec = get_model_spec("sd-v1.4")
-    if role == "text_encoder":
-        ours = layouts.text_encoder(convert.SD1_WIDTHS, 12)
-    elif role == "diffusion_model":
-        ours = layouts.diffusion_model(convert.SD1_WIDTHS, 8, SIZE)
-    else:
-        ours = layouts.decoder(convert.SD1_WIDTHS, SIZE)
-    theirs = models.BUILDERS[role](spec, SIZE, SIZE)
+    ours = family_of(spec).build(role, spec, SIZE, SIZE)
+    theirs = keras_cv_layouts.keras_cv_network(role, SIZE)
     assert [tuple(w.shape) for w in ours.weights] == [tuple(w.shape) for w in theirs.weights]
-    assert [type(layer).__name__ for layer in ours._flatten_layers()][1:] == [
-        type(layer).__name__ for layer in theirs._flatten_layers()
-    ][1:]
+    assert keras_cv_layouts.layer_names(ours) == keras_cv_layouts.layer_names(theirs)

@@ -1,0 +1,86 @@
+"""What a model family is: one record holding everything that differs between SD 1.x,
+SD 2.x and the tiny test model, so no other module switches on a family's name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..networks.layouts import LATENT_CHANNELS, MAX_PROMPT_LENGTH, Attention, Widths
+from ..spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Family:
+    """A network family.
+
+    widths: the layout's widths (also what the checkpoint weight tables depend on).
+    text_heads, text_activation: the text encoder's attention heads and MLP activation.
+    attention: how the U-Net splits its attention into heads.
+    pad_token: the token prompts are padded with; None for CLIP's end-of-text (SD 1.x)
+        where SD 2.x's OpenCLIP tokenizer pads with 0.
+    fill: for a family whose weights are generated rather than loaded (``tiny``), a
+        function ``fill(model, seed)`` that sets every weight from a seed.
+    """
+
+    name: str
+    widths: Widths
+    text_heads: int
+    text_activation: str
+    attention: Attention
+    pad_token: int | None = None
+    fill: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def context_width(self) -> int:
+        """The width of the text states the U-Net attends to."""
+        return self.widths.context
+
+    @property
+    def timestep_embedding_dim(self) -> int:
+        """The width of the sinusoidal timestep embedding the U-Net takes."""
+        return self.widths.unet[0]
+
+    @property
+    def first_level_heads(self) -> int:
+        """The attention heads at the U-Net's widest level (the memory estimate's)."""
+        return self.attention.split(self.widths.unet[0])[0]
+
+    def build(
+        self,
+        role: str,
+        spec: ModelSpec,
+        height: int,
+        width: int,
+        context_length: int = MAX_PROMPT_LENGTH,
+        in_channels: int = LATENT_CHANNELS,
+    ):
+        """The network ``role`` (``text_encoder``, ``diffusion_model`` or ``decoder``) of
+        ``spec`` for ``height`` x ``width`` images. Its weights are zeros for the caller
+        to load, except a generated family's, filled from ``spec.seed`` (the text
+        encoder from the seed, the U-Net from seed + 1, the decoder from seed + 2)."""
+        from ..networks import layouts
+
+        if role == "text_encoder":
+            network = layouts.text_encoder(
+                self.widths, self.text_heads, self.text_activation, name="text_encoder"
+            )
+            offset = 0
+        elif role == "diffusion_model":
+            network = layouts.diffusion_model(
+                self.widths,
+                self.attention,
+                height,
+                width,
+                context_length,
+                in_channels,
+                name="diffusion_model",
+            )
+            offset = 1
+        elif role == "decoder":
+            network = layouts.decoder(self.widths, height, width, name="decoder")
+            offset = 2
+        else:
+            raise ValueError(f"unknown network role {role!r}")
+        if self.fill is not None:
+            self.fill(network, spec.seed + offset)
+        return network
