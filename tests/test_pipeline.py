@@ -10,7 +10,7 @@ import pytest
 from sdgen.config import GenerationConfig
 from sdgen.pipeline import initial_latents, timestep_embedding
 from sdgen.samplers import DDIMSampler, sd_alphas_cumprod
-from sdgen.tokenizer import VOCABULARY_PATH, encode_prompt
+from sdgen.text.tokenizer import VOCABULARY_PATH, encode_prompt
 
 
 def config(**kwargs):
@@ -19,7 +19,7 @@ def config(**kwargs):
 
 
 def test_pipeline_exposes_the_keras_cv_networks_and_tokenizer(tiny_pipeline):
-    from sdgen.tokenizer import ClipTokenizer
+    from sdgen.text.tokenizer import ClipTokenizer
 
     assert isinstance(tiny_pipeline.tokenizer, ClipTokenizer)
     assert tiny_pipeline.text_encoder.outputs[0].shape[1] == 77
@@ -217,11 +217,12 @@ class _BrokenBackend:
     def encode(self, tokens, positions):
         return self.backend.encode(tokens, positions)
 
-    def networks(self, height, width):
+    def networks(self, signature):
         from sdgen.runtimes import Networks
 
-        real = self.backend.networks(height, width)
-        return Networks(real.denoise, lambda latents: np.full((1, height, width, 3), self.image))
+        real = self.backend.networks(signature)
+        shape = (1, signature.height, signature.width, 3)
+        return Networks(signature, real.denoise, lambda latents: np.full(shape, self.image))
 
 
 @pytest.mark.parametrize(
