@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,3 +227,35 @@ def test_a_cached_openvino_run_never_imports_tensorflow(run_cli, hermetic, openv
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split() == ["0", "False", "False"], result.stdout + result.stderr
     assert (hermetic / "first.png").read_bytes() == (hermetic / "again.png").read_bytes()
+
+
+def test_a_change_to_the_converter_code_gets_a_new_conversion(tmp_path, monkeypatch):
+    from sdgen.catalog import get_model_spec
+    from sdgen.runtimes import openvino
+
+    sources = openvino._graph_sources()
+    assert Path(openvino.__file__).resolve() in sources
+    copies = []
+    for source in sources:
+        copy = tmp_path / source.parent.name / source.name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(source.read_bytes())
+        copies.append(copy)
+    spec = get_model_spec("tiny")
+    first = openvino.fingerprint(spec, {})
+    monkeypatch.setattr(openvino, "_graph_sources", lambda: copies)
+    assert openvino.fingerprint(spec, {}) == first  # the same code, the same name
+    copies[0].write_text(copies[0].read_text() + "\n# changed\n")
+    assert openvino.fingerprint(spec, {}) != first
+
+
+def test_another_context_length_converts_its_own_unet(tiny_pipeline, openvino_pipeline):
+    signature = NetworkSignature(SIZE, SIZE, context_length=154)
+    ov_nets = openvino_pipeline.backend.networks(signature)
+    assert openvino_pipeline.backend.path("diffusion_model", signature).name == (
+        "diffusion_model-128x128-ctx154-in4.xml"
+    )
+    latents, t_emb, contexts = inputs(seed=2)
+    contexts = np.concatenate([contexts, contexts[::-1]], axis=1)
+    expected = tiny_pipeline.backend.networks(signature).denoise(latents, t_emb, contexts)
+    assert np.abs(ov_nets.denoise(latents, t_emb, contexts) - expected).max() <= 1e-3

@@ -239,8 +239,8 @@ def on_layers(model, shapes):
     inputs = [
         keras.Input(shape, dtype=t.dtype) for t, shape in zip(model.inputs, shapes, strict=True)
     ]
-    outputs = model.call(inputs if len(inputs) > 1 else inputs[0], training=False)
-    return keras.Model(inputs, outputs, name=model.name)
+    structure = inputs if len(inputs) > 1 else inputs[0]  # as the model takes them
+    return keras.Model(structure, model.call(structure, training=False), name=model.name)
 
 
 def unet_on_layers(diffusion_model, signature: NetworkSignature):
