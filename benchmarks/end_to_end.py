@@ -148,7 +148,7 @@ def write_tokenizer(target: Path) -> None:
     """transformers' CLIPTokenizer files from sdgen's bundled BPE file: the vocabulary
     is sdgen's tokenizer's (49408 ids) and the merges are the file's lines after its
     header, in rank order."""
-    from sdgen.tokenizer import VOCABULARY_PATH, ClipTokenizer
+    from sdgen.text.tokenizer import VOCABULARY_PATH, ClipTokenizer
 
     vocab = ClipTokenizer().ids
     with gzip.open(VOCABULARY_PATH, "rt", encoding="utf-8") as handle:
@@ -177,7 +177,7 @@ def write_tokenizer(target: Path) -> None:
 def check_tokenizer(bench: Path) -> None:
     from transformers import CLIPTokenizer
 
-    from sdgen.tokenizer import load_tokenizer
+    from sdgen.text.tokenizer import load_tokenizer
 
     theirs = CLIPTokenizer.from_pretrained(str(bench / TOKENIZER), local_files_only=True)
     ours = load_tokenizer()
@@ -264,7 +264,7 @@ def child_keras_cv(spec: dict, clock: Clock):
 
     from sdgen.catalog import get_model_spec
     from sdgen.networks.h5 import load_weights
-    from sdgen.tokenizer import load_tokenizer
+    from sdgen.text.tokenizer import load_tokenizer
     from sdgen.weights import resolve_weights
 
     size = spec["size"]

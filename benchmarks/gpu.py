@@ -52,7 +52,7 @@ def main() -> None:
     from sdgen.config import GenerationConfig
     from sdgen.pipeline import DeviceSettings, Pipeline
     from sdgen.runtimes.memory import gpu_free_bytes
-    from sdgen.tokenizer import load_tokenizer
+    from sdgen.text.tokenizer import load_tokenizer
 
     free = gpu_free_bytes()  # before TensorFlow reserves the GPU's memory
     gpus = tf.config.list_physical_devices("GPU")

@@ -41,7 +41,7 @@ def main() -> None:
     from sdgen.catalog import get_model_spec
     from sdgen.config import GenerationConfig
     from sdgen.pipeline import DeviceSettings, Pipeline, initial_latents
-    from sdgen.tokenizer import load_tokenizer
+    from sdgen.text.tokenizer import load_tokenizer
 
     size, steps = args.size, args.steps
     print(
@@ -119,14 +119,18 @@ def main() -> None:
         per_step[name] = (seconds - decode_seconds) / steps
         print(f"{name:28}{seconds:10.2f}{per_step[name]:10.2f}")
     # what one step costs beyond the bare U-Net call: the sampler maths and Python
-    networks_at_size = pipeline.backend.networks(size, size)
-    context = pipeline.encode_prompts("", prompt)
-    t_emb = np.zeros((2, 320), np.float32)
-    both = np.concatenate([noise, noise])
-    networks_at_size.denoise(both, t_emb, context, np.float32(args.guidance))
+    from sdgen.pipeline.guidance import predict_noise
+    from sdgen.runtimes.signature import NetworkSignature
+
+    def networks_at_size(context_length):
+        return pipeline.backend.networks(NetworkSignature(size, size, context_length))
+
+    conditioning = pipeline.encode("", prompt)
+    t_emb = np.zeros((1, 320), np.float32)
+    predict_noise(networks_at_size, noise, t_emb, conditioning, args.guidance)
     began = time.perf_counter()
     for _ in range(steps):
-        networks_at_size.denoise(both, t_emb, context, np.float32(args.guidance))
+        predict_noise(networks_at_size, noise, t_emb, conditioning, args.guidance)
     bare = (time.perf_counter() - began) / steps
     measured = step_times["sdgen"]
     overhead = measured - bare

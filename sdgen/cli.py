@@ -300,7 +300,7 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
 
     started = time.perf_counter()
     with _tensorflow_logs(debug, options["runtime"]):
-        from .tokenizer import encode_prompt, load_tokenizer
+        from .text.tokenizer import encode_prompt, load_tokenizer
 
         tokenizer = load_tokenizer()
         checked = []

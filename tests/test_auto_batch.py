@@ -43,19 +43,19 @@ class _MemoryLimited:
     def encode(self, tokens, positions):
         return self.backend.encode(tokens, positions)
 
-    def networks(self, height, width):
+    def networks(self, signature):
         from sdgen.runtimes import Networks
 
-        real = self.backend.networks(height, width)
+        real = self.backend.networks(signature)
 
-        def denoise(latents, t_emb, contexts, guidance_scale):
+        def denoise(latents, t_emb, contexts):
             images = len(latents) // 2
             self.calls.append(images)
             if images > self.fits:
                 raise MemoryError(f"{images} images do not fit")
-            return real.denoise(latents, t_emb, contexts, guidance_scale)
+            return real.denoise(latents, t_emb, contexts)
 
-        return Networks(denoise, real.decode)
+        return Networks(signature, denoise, real.decode)
 
 
 def _limited(tiny_pipeline, guess, fits):

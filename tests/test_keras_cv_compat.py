@@ -14,7 +14,7 @@ from full_size import full_size_networks
 from sdgen.catalog import get_model_spec
 from sdgen.config import GenerationConfig
 from sdgen.pipeline import Pipeline, initial_latents
-from sdgen.tokenizer import load_tokenizer
+from sdgen.text.tokenizer import load_tokenizer
 
 SIZE = 128
 

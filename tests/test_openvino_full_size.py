@@ -8,7 +8,9 @@ import pytest
 from full_size import full_size_networks
 
 from sdgen.catalog import get_model_spec
+from sdgen.pipeline.guidance import combine
 from sdgen.runtimes.openvino import OpenVinoBackend
+from sdgen.runtimes.signature import NetworkSignature
 from sdgen.runtimes.tensorflow import DeviceSettings, TensorFlowBackend
 from sdgen.spec import ROLES
 
@@ -23,7 +25,7 @@ def test_full_size_openvino_networks_match_tensorflow(tmp_path):
     spec = get_model_spec("sd-v1.4")
     built = dict(zip(ROLES, networks, strict=True))
     tensorflow = TensorFlowBackend(spec, *networks, DeviceSettings())
-    openvino = OpenVinoBackend(spec, tmp_path, lambda role, height, width: built[role])
+    openvino = OpenVinoBackend(spec, tmp_path, lambda role, signature: built[role])
 
     rng = np.random.default_rng(0)
     tokens = np.stack([[49406, *rng.integers(0, 49406, 20), *[49407] * 56]] * 2)
@@ -37,10 +39,11 @@ def test_full_size_openvino_networks_match_tensorflow(tmp_path):
     latents = rng.standard_normal((2, SIZE // 8, SIZE // 8, 4)).astype(np.float32)
     t_emb = rng.standard_normal((2, 320)).astype(np.float32)
     contexts = np.concatenate([states[:1], states[1:]])
-    tf_nets, ov_nets = tensorflow.networks(SIZE, SIZE), openvino.networks(SIZE, SIZE)
-    guided = tf_nets.denoise(latents, t_emb, contexts, np.float32(7.5))
+    signature = NetworkSignature(SIZE, SIZE)
+    tf_nets, ov_nets = tensorflow.networks(signature), openvino.networks(signature)
+    guided = combine(*np.split(tf_nets.denoise(latents, t_emb, contexts), 2), 7.5)
     differences["U-Net, guided"] = np.abs(
-        ov_nets.denoise(latents, t_emb, contexts, np.float32(7.5)) - guided
+        combine(*np.split(ov_nets.denoise(latents, t_emb, contexts), 2), 7.5) - guided
     ).max()
     decoded = tf_nets.decode(latents[:1])
     differences["decoder"] = np.abs(ov_nets.decode(latents[:1]) - decoded).max()

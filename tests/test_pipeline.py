@@ -10,7 +10,7 @@ import pytest
 from sdgen.config import GenerationConfig
 from sdgen.pipeline import initial_latents, timestep_embedding
 from sdgen.samplers import DDIMSampler, sd_alphas_cumprod
-from sdgen.tokenizer import VOCABULARY_PATH, encode_prompt
+from sdgen.text.tokenizer import VOCABULARY_PATH, encode_prompt
 
 
 def config(**kwargs):
@@ -19,7 +19,7 @@ def config(**kwargs):
 
 
 def test_pipeline_exposes_the_keras_cv_networks_and_tokenizer(tiny_pipeline):
-    from sdgen.tokenizer import ClipTokenizer
+    from sdgen.text.tokenizer import ClipTokenizer
 
     assert isinstance(tiny_pipeline.tokenizer, ClipTokenizer)
     assert tiny_pipeline.text_encoder.outputs[0].shape[1] == 77
@@ -217,11 +217,12 @@ class _BrokenBackend:
     def encode(self, tokens, positions):
         return self.backend.encode(tokens, positions)
 
-    def networks(self, height, width):
+    def networks(self, signature):
         from sdgen.runtimes import Networks
 
-        real = self.backend.networks(height, width)
-        return Networks(real.denoise, lambda latents: np.full((1, height, width, 3), self.image))
+        real = self.backend.networks(signature)
+        shape = (1, signature.height, signature.width, 3)
+        return Networks(signature, real.denoise, lambda latents: np.full(shape, self.image))
 
 
 @pytest.mark.parametrize(
@@ -257,3 +258,120 @@ def test_an_unknown_runtime_fails_before_any_weight_is_resolved(monkeypatch):
     monkeypatch.setattr(weights, "resolve_weights", refuse)
     with pytest.raises(UsageError, match="unknown runtime 'onnx'"):
         load_pipeline("sd-v1.4", runtime="onnx")
+
+
+def test_sizes_share_one_copy_of_the_weights_and_match_a_fresh_build(tiny_pipeline):
+    from sdgen.families import family_of
+    from sdgen.runtimes.signature import NetworkSignature
+
+    backend = tiny_pipeline.backend
+    signature = NetworkSignature(64, 192)
+    unet, decoder = backend.diffusion_model_at(signature), backend.decoder_at(64, 192)
+    assert tuple(unet.inputs[0].shape[1:]) == (8, 24, 4)
+    assert tuple(decoder.outputs[0].shape[1:]) == (64, 192, 3)
+    # the same variable objects, and none of their own
+    for network, base in ((unet, backend.diffusion_model), (decoder, backend.decoder)):
+        assert network is not base
+        assert [id(v) for v in network.weights] == [id(v) for v in base.weights]
+
+    rng = np.random.default_rng(0)
+    latents = rng.standard_normal((1, 8, 24, 4)).astype(np.float32)
+    family = family_of(tiny_pipeline.spec)
+    t_emb = rng.standard_normal((1, family.timestep_embedding_dim)).astype(np.float32)
+    context = rng.standard_normal((1, 77, 64)).astype(np.float32)
+    fresh_unet = family.build("diffusion_model", tiny_pipeline.spec, 64, 192)
+    fresh_unet.set_weights(backend.diffusion_model.get_weights())
+    fresh_decoder = family.build("decoder", tiny_pipeline.spec, 64, 192)
+    fresh_decoder.set_weights(backend.decoder.get_weights())
+    shared = np.asarray(unet([latents, t_emb, context], training=False))
+    assert np.array_equal(shared, np.asarray(fresh_unet([latents, t_emb, context], training=False)))
+    assert np.abs(shared).max() > 0.1
+    decoded = np.asarray(decoder(latents, training=False))
+    assert np.array_equal(decoded, np.asarray(fresh_decoder(latents, training=False)))
+
+
+def test_another_input_channel_count_is_refused(tiny_pipeline):
+    from sdgen.errors import ModelError
+    from sdgen.runtimes.signature import NetworkSignature
+
+    with pytest.raises(ModelError, match="4 input channels, not 9"):
+        tiny_pipeline.backend.networks(NetworkSignature(128, 128, in_channels=9))
+
+
+class _Recording:
+    """The real backend, recording (context length, rows) of every U-Net call."""
+
+    def __init__(self, backend):
+        self.backend, self.calls = backend, []
+
+    def encode(self, tokens, positions):
+        return self.backend.encode(tokens, positions)
+
+    def networks(self, signature):
+        from sdgen.runtimes import Networks
+
+        real = self.backend.networks(signature)
+
+        def denoise(latents, t_emb, contexts):
+            assert contexts.shape[1] == signature.context_length
+            self.calls.append((signature.context_length, len(latents)))
+            return real.denoise(latents, t_emb, contexts)
+
+        return Networks(signature, denoise, real.decode)
+
+
+def test_conditioning_rows_of_different_lengths_call_the_unet_per_half(tiny_pipeline):
+    from sdgen.pipeline import Pipeline
+    from sdgen.text.conditioning import Conditioning
+
+    backend = _Recording(tiny_pipeline.backend)
+    pipeline = Pipeline.with_backend(
+        tiny_pipeline.spec, tiny_pipeline.tokenizer, backend, tiny_pipeline.device
+    )
+    request = config(num_images=2, batch_size=2, steps=2)
+    encoded = pipeline.encode(request.negative_prompt, request.prompt)
+    assert (encoded.negative.shape, encoded.positive.shape) == ((1, 77, 64), (1, 77, 64))
+    same = [i.pixels for i in pipeline.generate_iter(request, conditioning=encoded)]
+    assert backend.calls == [(77, 4), (77, 4)]  # one call on 2B rows per step
+    for image, expected in zip(same, tiny_pipeline.generate(request), strict=True):
+        assert np.array_equal(image, expected.pixels)
+
+    # the negative states twice over: attention over duplicated keys averages the same
+    # values, so the image barely moves, but the halves need U-Nets of two lengths
+    backend.calls.clear()
+    doubled = Conditioning(np.concatenate([encoded.negative] * 2, axis=1), encoded.positive)
+    longer = [i.pixels for i in pipeline.generate_iter(request, conditioning=doubled)]
+    assert backend.calls == [(154, 2), (77, 2)] * 2
+    for a, b in zip(longer, same, strict=True):
+        _assert_within_one_level(a, b)
+
+
+def test_conditioning_checks_its_shapes():
+    from sdgen.errors import ConfigError
+    from sdgen.text.conditioning import Conditioning
+
+    states = np.zeros((1, 77, 64), np.float32)
+    assert Conditioning(states, np.zeros((1, 154, 64), np.float32)).positive_length == 154
+    with pytest.raises(ConfigError, match=r"\(1, L, C\)"):
+        Conditioning(np.zeros((2, 77, 64), np.float32), states)
+    with pytest.raises(ConfigError, match="differ in width: 32 and 64"):
+        Conditioning(np.zeros((1, 77, 32), np.float32), states)
+
+
+def test_fused_guided_step_equals_raw_predictions_combined_in_the_pipeline(tiny_pipeline):
+    from sdgen.pipeline.guidance import combine
+    from sdgen.runtimes.signature import NetworkSignature
+
+    signature = NetworkSignature(128, 128)
+    fused = _with_unet_calls(tiny_pipeline, split_batch=False).backend.networks(signature)
+    per_row = tiny_pipeline.backend.networks(signature)
+    assert fused.guided is not None and per_row.guided is None
+    rng = np.random.default_rng(1)
+    latents = np.repeat(rng.standard_normal((1, 16, 16, 4)).astype(np.float32), 2, 0)
+    t_emb = np.repeat(rng.standard_normal((1, 320)).astype(np.float32), 2, 0)
+    contexts = rng.standard_normal((2, 77, 64)).astype(np.float32)
+    guided = fused.guided(latents, t_emb, contexts, np.float32(7.5))
+    combined = combine(*np.split(fused.denoise(latents, t_emb, contexts), 2), 7.5)
+    assert guided.shape == (1, 16, 16, 4)
+    assert np.allclose(guided, combined, atol=1e-5)
+    assert not np.allclose(guided, np.split(fused.denoise(latents, t_emb, contexts), 2)[1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +15,11 @@ from conftest import only_line, png_files
 from sdgen.config import GenerationConfig
 from sdgen.families import Family
 from sdgen.pipeline import load_pipeline
+from sdgen.pipeline.guidance import combine
+from sdgen.runtimes.signature import NetworkSignature
 
 SIZE = 128
+SIGNATURE = NetworkSignature(SIZE, SIZE)
 
 # the tests that share the converted networks of the module's cache run in one process
 pytestmark = pytest.mark.xdist_group("openvino-cache")
@@ -48,14 +52,15 @@ def test_openvino_networks_match_tensorflow_within_1e_3(tiny_pipeline, openvino_
     assert np.abs(tf_states - ov_states).max() <= 1e-3
     assert np.abs(tf_states).max() > 0.1  # not a comparison of zeros
 
-    tf_nets = tiny_pipeline.backend.networks(SIZE, SIZE)
-    ov_nets = openvino_pipeline.backend.networks(SIZE, SIZE)
+    tf_nets = tiny_pipeline.backend.networks(SIGNATURE)
+    ov_nets = openvino_pipeline.backend.networks(SIGNATURE)
     latents, t_emb, contexts = inputs()
-    for scale in (None, np.float32(7.5)):
-        expected = tf_nets.denoise(latents, t_emb, contexts, scale)
-        got = ov_nets.denoise(latents, t_emb, contexts, scale)
-        assert got.shape == expected.shape
-        assert np.abs(expected - got).max() <= 1e-3
+    expected = tf_nets.denoise(latents, t_emb, contexts)
+    got = ov_nets.denoise(latents, t_emb, contexts)
+    assert got.shape == expected.shape == (2, SIZE // 8, SIZE // 8, 4)
+    assert np.abs(expected - got).max() <= 1e-3
+    guided = combine(*np.split(got, 2), 7.5)
+    assert np.abs(combine(*np.split(expected, 2), 7.5) - guided).max() <= 1e-3
     decoded = ov_nets.decode(latents)
     assert decoded.shape == (2, SIZE, SIZE, 3)
     assert np.abs(tf_nets.decode(latents) - decoded).max() <= 1e-3
@@ -81,8 +86,8 @@ def test_converted_networks_are_cached_and_reused_without_keras(
     assert files == [
         "decoder-128x128.bin",
         "decoder-128x128.xml",
-        "diffusion_model-128x128.bin",
-        "diffusion_model-128x128.xml",
+        "diffusion_model-128x128-ctx77-in4.bin",
+        "diffusion_model-128x128-ctx77-in4.xml",
         "text_encoder.bin",
         "text_encoder.xml",
     ]  # and no staging folder left behind
@@ -130,11 +135,10 @@ def test_compiled_networks_leave_no_second_copy_of_the_weights_resident(
     assert _resident_weight_bytes(folder) == 0
     # and the networks compute what they computed before, bit for bit
     latents, t_emb, contexts = inputs(seed=4)
-    before = openvino_pipeline.backend.networks(SIZE, SIZE)
-    after = kept.networks(SIZE, SIZE)  # compiled (and released) again
-    scale = np.float32(7.5)
-    expected = before.denoise(latents, t_emb, contexts, scale)
-    assert np.array_equal(after.denoise(latents, t_emb, contexts, scale), expected)
+    before = openvino_pipeline.backend.networks(SIGNATURE)
+    after = kept.networks(SIGNATURE)  # compiled (and released) again
+    expected = before.denoise(latents, t_emb, contexts)
+    assert np.array_equal(after.denoise(latents, t_emb, contexts), expected)
     assert np.array_equal(after.decode(latents), before.decode(latents))
 
 
@@ -142,8 +146,9 @@ def test_another_size_converts_its_own_networks(openvino_pipeline):
     config = GenerationConfig(prompt="a dog", steps=2, width=192, height=128, seed=1)
     image = openvino_pipeline.generate(config)[0]
     assert image.pixels.shape == (128, 192, 3)
-    assert openvino_pipeline.backend.path("diffusion_model", (128, 192)).exists()
-    assert openvino_pipeline.backend.path("decoder", (128, 192)).exists()
+    signature = NetworkSignature(128, 192)
+    assert openvino_pipeline.backend.path("diffusion_model", signature).exists()
+    assert openvino_pipeline.backend.path("decoder", signature).exists()
 
 
 def test_new_weights_get_a_new_conversion(tmp_path):
@@ -220,3 +225,35 @@ def test_a_cached_openvino_run_never_imports_tensorflow(run_cli, hermetic, openv
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split() == ["0", "False", "False"], result.stdout + result.stderr
     assert (hermetic / "first.png").read_bytes() == (hermetic / "again.png").read_bytes()
+
+
+def test_a_change_to_the_converter_code_gets_a_new_conversion(tmp_path, monkeypatch):
+    from sdgen.catalog import get_model_spec
+    from sdgen.runtimes import openvino
+
+    sources = openvino._graph_sources()
+    assert Path(openvino.__file__).resolve() in sources
+    copies = []
+    for source in sources:
+        copy = tmp_path / source.parent.name / source.name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(source.read_bytes())
+        copies.append(copy)
+    spec = get_model_spec("tiny")
+    first = openvino.fingerprint(spec, {})
+    monkeypatch.setattr(openvino, "_graph_sources", lambda: copies)
+    assert openvino.fingerprint(spec, {}) == first  # the same code, the same name
+    copies[0].write_text(copies[0].read_text() + "\n# changed\n")
+    assert openvino.fingerprint(spec, {}) != first
+
+
+def test_another_context_length_converts_its_own_unet(tiny_pipeline, openvino_pipeline):
+    signature = NetworkSignature(SIZE, SIZE, context_length=154)
+    ov_nets = openvino_pipeline.backend.networks(signature)
+    assert openvino_pipeline.backend.path("diffusion_model", signature).name == (
+        "diffusion_model-128x128-ctx154-in4.xml"
+    )
+    latents, t_emb, contexts = inputs(seed=2)
+    contexts = np.concatenate([contexts, contexts[::-1]], axis=1)
+    expected = tiny_pipeline.backend.networks(signature).denoise(latents, t_emb, contexts)
+    assert np.abs(ov_nets.denoise(latents, t_emb, contexts) - expected).max() <= 1e-3

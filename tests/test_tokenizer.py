@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from sdgen.tokenizer import VOCABULARY_PATH, ClipTokenizer, load_tokenizer
+from sdgen.text.tokenizer import VOCABULARY_PATH, ClipTokenizer, load_tokenizer
 
 PROMPTS = [
     "photograph of an astronaut riding a horse",
@@ -50,7 +50,7 @@ def test_known_ids():
 
 def test_loading_the_tokenizer_does_not_import_tensorflow():
     code = (
-        "import sys; from sdgen.tokenizer import load_tokenizer; "
+        "import sys; from sdgen.text.tokenizer import load_tokenizer; "
         "load_tokenizer().encode('a cat'); print('tensorflow' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

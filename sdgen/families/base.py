@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..networks.layouts import LATENT_CHANNELS, MAX_PROMPT_LENGTH, Attention, Widths
 from ..spec import ModelSpec
+from ..text.tokenizer import END_OF_TEXT
 
 
 @dataclass(frozen=True)
@@ -16,8 +17,8 @@ class Family:
     widths: the layout's widths (also what the checkpoint weight tables depend on).
     text_heads, text_activation: the text encoder's attention heads and MLP activation.
     attention: how the U-Net splits its attention into heads.
-    pad_token: the token prompts are padded with; None for CLIP's end-of-text (SD 1.x)
-        where SD 2.x's OpenCLIP tokenizer pads with 0.
+    pad_token: the token prompts are padded with: CLIP's end-of-text (SD 1.x), where SD
+        2.x's OpenCLIP tokenizer pads with 0 (diffusers' SD 2 tokenizer config).
     fill: for a family whose weights are generated rather than loaded (``tiny``), a
         function ``fill(model, seed)`` that sets every weight from a seed.
     """
@@ -27,7 +28,7 @@ class Family:
     text_heads: int
     text_activation: str
     attention: Attention
-    pad_token: int | None = None
+    pad_token: int = END_OF_TEXT
     fill: object = field(default=None, repr=False, compare=False)
 
     @property

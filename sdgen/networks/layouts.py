@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: CLIP's context length: the text encoder reads 77 tokens.
-MAX_PROMPT_LENGTH = 77
+from ..text.tokenizer import MAX_PROMPT_LENGTH
+
 #: CLIP's vocabulary size (48,894 merges + 512 byte tokens + 2 special tokens).
 VOCAB_SIZE = 49408
 #: The latent channels of SD's VAE.

@@ -1,32 +1,22 @@
-"""How the networks run. A runtime turns keras_cv's three networks into three calls the
-pipeline makes: ``encode`` (tokens -> text states), ``denoise`` (one U-Net step with
-classifier-free guidance) and ``decode`` (latents -> pixels).
+"""How the networks run. A runtime turns a model's three networks into the calls the
+pipeline makes (the ``Backend`` protocol in :mod:`.base`): ``encode`` (tokens -> text
+states), ``denoise`` (one raw U-Net prediction per row) and ``decode`` (latents ->
+pixels), for the ``NetworkSignature`` (:mod:`.signature`) the pipeline asks for.
 
 - ``tensorflow`` (:mod:`sdgen.runtimes.tensorflow`): keras_cv's models as they are,
-  compiled with ``tf.function`` (and XLA / mixed precision on a GPU).
-- ``openvino`` (:mod:`sdgen.runtimes.openvino`): the same Keras models converted once to
-  OpenVINO's format and cached on disk, then run by OpenVINO's CPU plugin in float32.
+  compiled with ``tf.function`` (and XLA / mixed precision on a GPU); every signature
+  runs on the same layers, so image sizes share one copy of the weights.
+- ``openvino`` (:mod:`sdgen.runtimes.openvino`): the same Keras models converted once per
+  signature to OpenVINO's format and cached on disk, then run by OpenVINO's CPU plugin in
+  float32.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from .base import Backend, Networks
+from .signature import NetworkSignature
 
 #: The runtimes ``--runtime`` accepts.
 RUNTIMES = ("tensorflow", "openvino")
 
-#: ``denoise(latents, timestep_embeddings, contexts, guidance_scale)``: the U-Net's
-#: prediction for B rows, or with a guidance scale for 2B rows (B unconditional, then B
-#: conditional) combined into B guided rows.
-Denoise = Callable
-#: ``decode(latents)``: images in [-1, 1], (B, H, W, 3).
-Decode = Callable
-
-
-@dataclass
-class Networks:
-    """The compiled calls for one image size."""
-
-    denoise: Denoise = field(repr=False)
-    decode: Decode = field(repr=False)
+__all__ = ["RUNTIMES", "Backend", "NetworkSignature", "Networks"]

@@ -1,7 +1,9 @@
 """The OpenVINO runtime: keras_cv's networks converted once, cached, run in float32.
 
-The first use of a model at a size converts its Keras networks (``openvino.convert_model``
-on a ``tf.function`` of each) and saves them under ``$SDGEN_CACHE/openvino/``; later runs
+The first use of a model at a ``NetworkSignature`` converts its Keras networks
+(``openvino.convert_model`` on a ``tf.function`` of each) and saves them under
+``$SDGEN_CACHE/openvino/<model>-<fingerprint>/``, one file per network and signature
+(``diffusion_model-512x512-ctx77-in4.xml``, ``decoder-512x512.xml``); later runs
 read the converted files directly, so no Keras network is built and no random weights
 are drawn only to be overwritten. The CPU plugin runs with ``INFERENCE_PRECISION_HINT``
 f32: its default on CPUs with bfloat16 units is bfloat16, which moves the U-Net's output
@@ -9,8 +11,16 @@ by ~3e-2 (see the README's benchmark section).
 
 Converted files are keyed by a fingerprint of the weights (the files' paths, sizes and
 modification times, or the tiny model's seed), sdgen's, keras_cv's and OpenVINO's
-versions and the code that builds the Keras networks, so new weights, a new version or a
-change to the networks convert again.
+versions, and the source of the converter itself and of the code that builds the Keras
+graphs (``_graph_sources``), so new weights, a new version, or a change to the networks
+or to how they are traced converts again.
+
+Batch sizes: the text encoder is traced with a dynamic batch (any number of 77-token
+rows). The U-Net and the decoder are traced for a batch of one, on purpose: ``denoise``
+and ``decode`` run one row at a time, which on a CPU is as fast as a batched call and
+keeps every image bit-independent of its batch, and a static shape lets the CPU plugin
+plan its buffers once. So the files do not limit the pipeline's batch size; a runtime
+that wanted batched calls would trace ``None`` there as the text encoder does.
 """
 
 from __future__ import annotations
@@ -28,10 +38,12 @@ import numpy as np
 
 from ..errors import SdgenError, UsageError
 from ..spec import ModelSpec
-from . import Networks
+from .base import Networks
+from .signature import NetworkSignature
 
-#: ``load(role, height, width)`` -> a built Keras network holding the model's weights.
-KerasLoader = Callable[[str, int, int], object]
+#: ``load(role, signature)`` -> a built Keras network for ``signature`` holding the
+#: model's weights (the text encoder's ignores the signature).
+KerasLoader = Callable[[str, NetworkSignature], object]
 
 #: The CPU plugin's settings: float32 arithmetic, as TensorFlow computes.
 COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -66,19 +78,28 @@ def fingerprint(spec: ModelSpec, weight_paths: dict[str, Path]) -> str:
     """A short hash naming the converted files of ``spec`` with these weights."""
     from importlib.metadata import version
 
-    from .. import __version__, families, networks
+    from .. import __version__
 
     ov = import_openvino()
     parts = [spec.family, str(spec.seed), __version__, version("keras-cv"), ov.__version__]
-    # how the Keras networks are built is part of what was converted
-    for package in (networks, families):
-        for source in sorted(Path(package.__file__).parent.glob("*.py")):
-            parts.append(hashlib.sha256(source.read_bytes()).hexdigest())
+    # how the Keras graphs are built and traced is part of what was converted
+    for source in _graph_sources():
+        parts.append(f"{source.name}:{hashlib.sha256(source.read_bytes()).hexdigest()}")
     for role in sorted(weight_paths):
         path = Path(weight_paths[role]).resolve()
         stat = path.stat()
         parts.append(f"{role}={path}:{stat.st_size}:{stat.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _graph_sources() -> list[Path]:
+    """The source files whose code decides what a converted file holds: this converter,
+    the signature, the TensorFlow runtime's graph re-use (``on_layers``), the pipeline's
+    ``_build``, the network layers and layouts, and the family records."""
+    package = Path(__file__).resolve().parent.parent
+    here = ["runtimes/openvino.py", "runtimes/signature.py", "runtimes/tensorflow.py"]
+    builders = sorted([*(package / "networks").glob("*.py"), *(package / "families").glob("*.py")])
+    return [package / name for name in [*here, "pipeline/loading.py"]] + builders
 
 
 class OpenVinoBackend:
@@ -95,9 +116,9 @@ class OpenVinoBackend:
         self.converted: list[str] = []  # files converted by this process, for reports
         self._load_keras = load_keras
         self._core = ov.Core()
-        self._networks: dict[tuple[int, int], Networks] = {}
-        text_encoder = self._compiled("text_encoder", None)
-        self._encode = _Request(text_encoder)
+        self._networks: dict[NetworkSignature, Networks] = {}
+        self._decoders: dict[tuple[int, int], _Request] = {}
+        self._encode = _Request(self._compiled("text_encoder", None))
 
     def encode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
         return self._encode(tokens.astype(np.int32), positions.astype(np.int32))
@@ -106,45 +127,47 @@ class OpenVinoBackend:
         """1: the U-Net runs one row at a time whatever the batch (see ``networks``)."""
         return 1
 
-    def networks(self, height: int, width: int) -> Networks:
-        if (height, width) not in self._networks:
-            unet = _Request(self._compiled("diffusion_model", (height, width)))
-            decoder = _Request(self._compiled("decoder", (height, width)))
+    def networks(self, signature: NetworkSignature) -> Networks:
+        if signature not in self._networks:
+            unet = _Request(self._compiled("diffusion_model", signature))
+            if signature.size not in self._decoders:
+                self._decoders[signature.size] = _Request(self._compiled("decoder", signature))
+            decoder = self._decoders[signature.size]
 
-            def denoise(latents, t_emb, contexts, guidance_scale):
+            def denoise(latents, t_emb, contexts):
                 # one row at a time: as fast as a fused call on a CPU, and every image
                 # is independent of its batch
-                noise = np.concatenate(
-                    [
-                        unet(latents[i : i + 1], t_emb[i : i + 1], contexts[i : i + 1])
-                        for i in range(len(latents))
-                    ]
+                rows = range(len(latents))
+                return np.concatenate(
+                    [unet(latents[i : i + 1], t_emb[i : i + 1], contexts[i : i + 1]) for i in rows]
                 )
-                if guidance_scale is None:
-                    return noise
-                unconditional, conditional = np.split(noise, 2)
-                return unconditional + np.float32(guidance_scale) * (conditional - unconditional)
 
             def decode(latents):
                 return np.concatenate([decoder(latents[i : i + 1]) for i in range(len(latents))])
 
-            self._networks[(height, width)] = Networks(denoise, decode)
-        return self._networks[(height, width)]
+            self._networks[signature] = Networks(signature, denoise, decode)
+        return self._networks[signature]
 
-    def path(self, role: str, size: tuple[int, int] | None) -> Path:
-        """The converted file of ``role`` at ``size`` (None: the text encoder)."""
-        name = role if size is None else f"{role}-{size[1]}x{size[0]}"
+    def path(self, role: str, signature: NetworkSignature | None) -> Path:
+        """The converted file of ``role`` for ``signature`` (None: the text encoder).
+        A decoder depends only on the image size, so its name carries only that."""
+        if signature is None:
+            name = role
+        elif role == "decoder":
+            name = f"{role}-{signature.width}x{signature.height}"
+        else:
+            name = f"{role}-{signature.file_stem()}"
         return self.folder / f"{name}.xml"
 
-    def _compiled(self, role: str, size: tuple[int, int] | None):
-        path = self.path(role, size)
+    def _compiled(self, role: str, signature: NetworkSignature | None):
+        path = self.path(role, signature)
         if not path.exists():
-            self._convert(role, size, path)
+            self._convert(role, signature, path)
         compiled = self._core.compile_model(str(path), "CPU", COMPILE_CONFIG)
         release_mapped_weights(self.folder)
         return compiled
 
-    def _convert(self, role: str, size: tuple[int, int] | None, path: Path) -> None:
+    def _convert(self, role: str, signature: NetworkSignature | None, path: Path) -> None:
         import gc
 
         import openvino as ov
@@ -155,8 +178,9 @@ class OpenVinoBackend:
         import keras
 
         keras.mixed_precision.set_global_policy("float32")
-        height, width = size or (self.spec.default_size, self.spec.default_size)
-        network = self._load_keras(role, height, width)
+        if signature is None:  # the text encoder: any signature builds it
+            signature = NetworkSignature(self.spec.default_size, self.spec.default_size)
+        network = self._load_keras(role, signature)
         try:
             converted = ov.convert_model(_concrete_function(role, network))
         except Exception as error:  # OpenVINO's frontend errors have no common base
@@ -177,10 +201,11 @@ class OpenVinoBackend:
 
 
 def _concrete_function(role: str, network):
-    """``network`` traced for the batch the pipeline calls it with."""
+    """``network`` traced for the batches the runtime calls it with: any number of rows
+    for the text encoder, one row for the others (see the module docstring)."""
     import tensorflow as tf
 
-    batch = 2 if role == "text_encoder" else 1  # the text encoder: negative prompt, prompt
+    batch = None if role == "text_encoder" else 1
     signature = [tf.TensorSpec((batch, *t.shape[1:]), t.dtype) for t in network.inputs]
     if len(signature) == 1:
         function = tf.function(lambda x: network(x, training=False))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ModelError
 from ..families import family_of
-from ..networks.layouts import latent_size
 from ..spec import ModelSpec
-from . import Networks, memory
+from . import memory
+from .base import Networks
+from .signature import NetworkSignature
 
 
 @dataclass
@@ -86,8 +89,15 @@ def detect_device(xla: bool | None = None, mixed_precision: bool | None = None) 
 
 
 class TensorFlowBackend:
-    """Runs built keras_cv networks. Networks for another image size are rebuilt from
-    ``spec`` and given the same weights in memory; nothing is read from disk again."""
+    """Runs built keras_cv networks, for any ``NetworkSignature``.
+
+    The networks given are the first signature's. Another signature (image size, context
+    length) gets a Keras functional model that calls the SAME layer objects on new
+    ``Input``s (``on_layers``), so every signature shares one copy of the weights:
+    nothing is rebuilt, copied or read from disk again. Before this each new size built
+    another U-Net and copied the weights into it with ``set_weights`` (3.4 GB more per
+    size at full size; ``benchmarks/memory_sizes.py`` measures both).
+    """
 
     def __init__(
         self, spec: ModelSpec, text_encoder, diffusion_model, decoder, device: DeviceSettings
@@ -97,8 +107,11 @@ class TensorFlowBackend:
         self.text_encoder = text_encoder
         self.diffusion_model = diffusion_model
         self.decoder = decoder
-        size = latent_size(diffusion_model)
-        self._networks = {size: self._compile(diffusion_model, decoder)}
+        self.signature = signature_of(diffusion_model)
+        self._unets = {self.signature: diffusion_model}
+        self._decoders = {self.signature.size: decoder}
+        self._decode_calls: dict[tuple[int, int], Callable] = {}  # compiled, per size
+        self._networks: dict[NetworkSignature, Networks] = {}
         self._encode = self._function(lambda tokens, positions: text_encoder([tokens, positions]))
 
     def encode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -118,17 +131,51 @@ class TensorFlowBackend:
         per_image = 2 * memory.unet_row_bytes(family_of(self.spec), height, width, element)
         return memory.fit_batch(self.device.free_memory, reserved, per_image)
 
-    def networks(self, height: int, width: int) -> Networks:
-        if (height, width) not in self._networks:
-            family = family_of(self.spec)
-            diffusion_model = family.build("diffusion_model", self.spec, height, width)
-            diffusion_model.set_weights(self.diffusion_model.get_weights())
-            decoder = family.build("decoder", self.spec, height, width)
-            decoder.set_weights(self.decoder.get_weights())
-            self._networks[(height, width)] = self._compile(diffusion_model, decoder)
-        return self._networks[(height, width)]
+    def networks(self, signature: NetworkSignature) -> Networks:
+        if signature not in self._networks:
+            denoise, guided = self._compile_denoise(self.diffusion_model_at(signature))
+            decode = self._decode_call(signature.size)
+            self._networks[signature] = Networks(signature, denoise, decode, guided)
+        return self._networks[signature]
 
-    def _compile(self, diffusion_model, decoder) -> Networks:
+    def diffusion_model_at(self, signature: NetworkSignature):
+        """The U-Net for ``signature``, on the first signature's layers and weights."""
+        if signature not in self._unets:
+            self._unets[signature] = unet_on_layers(self.diffusion_model, signature)
+        return self._unets[signature]
+
+    def _decode_call(self, size: tuple[int, int]) -> Callable:
+        """The compiled decoder of ``size``, shared by every signature of that size."""
+        if size not in self._decode_calls:
+            decoder = self.decoder_at(*size)
+            import tensorflow as tf
+
+            compiled = self._function(
+                lambda latents: tf.cast(decoder(latents, training=False), tf.float32)
+            )
+            self._decode_calls[size] = lambda latents: np.asarray(compiled(latents))
+        return self._decode_calls[size]
+
+    def decoder_at(self, height: int, width: int):
+        """The decoder for ``height`` x ``width`` images, on the first one's layers."""
+        if (height, width) not in self._decoders:
+            self._decoders[(height, width)] = decoder_on_layers(self.decoder, height, width)
+        return self._decoders[(height, width)]
+
+    def _compile_denoise(self, diffusion_model) -> tuple[Callable, Callable | None]:
+        """``(denoise, guided)`` for one U-Net: raw predictions per row, and on the
+        fused path (``split_batch`` off) the guided fast path as well.
+
+        split_batch (the CPU default): one compiled step calls the U-Net once per row
+        and returns the rows; the pipeline combines the guidance in NumPy. Bit for bit
+        what the combination in the compiled step gave, since both are the same three
+        float32 element-wise operations (checked on the tiny model for every sampler).
+
+        Fused (GPUs): one U-Net call on all rows. ``guided`` keeps the guidance inside
+        that one compiled (and with XLA fused) step, so the 2B predictions never leave
+        the device before they are combined; it is the measured path of
+        ``benchmarks/gpu.py``, and equals ``denoise`` plus the pipeline's combination
+        up to rounding."""
         import tensorflow as tf
 
         split = self.device.split_batch
@@ -136,37 +183,85 @@ class TensorFlowBackend:
         def unet(latents, t_emb, contexts):
             return tf.cast(diffusion_model([latents, t_emb, contexts], training=False), tf.float32)
 
-        def step(latents, t_emb, contexts, guidance_scale):
-            if split:
-                rows = range(latents.shape[0])  # static: traced per batch size
-                noise = tf.concat(
-                    [unet(latents[i : i + 1], t_emb[i : i + 1], contexts[i : i + 1]) for i in rows],
-                    axis=0,
-                )
-            else:
-                noise = unet(latents, t_emb, contexts)
-            if guidance_scale is None:
-                return noise
-            unconditional, conditional = tf.split(noise, 2)
+        def rows(latents, t_emb, contexts):
+            if not split:
+                return unet(latents, t_emb, contexts)
+            batch = range(latents.shape[0])  # static: traced per batch size
+            return tf.concat(
+                [unet(latents[i : i + 1], t_emb[i : i + 1], contexts[i : i + 1]) for i in batch],
+                axis=0,
+            )
+
+        compiled_rows = self._function(rows)
+        if split:
+            return (lambda *arrays: np.asarray(compiled_rows(*arrays))), None
+
+        def guided_step(latents, t_emb, contexts, guidance_scale):
+            unconditional, conditional = tf.split(unet(latents, t_emb, contexts), 2)
             return unconditional + guidance_scale * (conditional - unconditional)
 
-        compiled_step = self._function(step)
+        compiled_guided = self._function(guided_step)
 
-        def denoise(latents, t_emb, contexts, guidance_scale):
-            if guidance_scale is None and not split:
-                return _call_padded(compiled_step, latents, t_emb, contexts, None)
-            return np.asarray(compiled_step(latents, t_emb, contexts, guidance_scale))
+        def denoise(latents, t_emb, contexts):
+            return _call_padded(compiled_rows, latents, t_emb, contexts)
 
-        def decode(latents):
-            return tf.cast(decoder(latents, training=False), tf.float32)
+        def guided(latents, t_emb, contexts, guidance_scale):
+            return np.asarray(compiled_guided(latents, t_emb, contexts, guidance_scale))
 
-        compiled_decode = self._function(decode)
-        return Networks(denoise, lambda latents: np.asarray(compiled_decode(latents)))
+        return denoise, guided
 
     def _function(self, fn):
         import tensorflow as tf
 
         return tf.function(fn, jit_compile=self.device.xla)
+
+
+def signature_of(diffusion_model) -> NetworkSignature:
+    """The signature a keras_cv-style U-Net (inputs: latent, timestep embedding,
+    context) was built for."""
+    latent, _, context = diffusion_model.inputs
+    rows, columns, channels = (int(n) for n in latent.shape[1:])
+    return NetworkSignature(rows * 8, columns * 8, int(context.shape[1]), channels)
+
+
+def on_layers(model, shapes):
+    """A Keras functional model that runs ``model``'s own layers on inputs of ``shapes``
+    (one per input, without the batch axis); ``model`` itself if they are its shapes.
+
+    The new model owns no variables: it shares every layer, and so every weight, with
+    ``model``. ``model.call`` is used rather than ``model(...)``, because a functional
+    model checks its inputs against the shapes it was built with; its layers only check
+    what they need (channels, ranks), and keras_cv's reshape from the shapes they see.
+    """
+    import keras
+
+    if [tuple(t.shape[1:]) for t in model.inputs] == [tuple(s) for s in shapes]:
+        return model
+    inputs = [
+        keras.Input(shape, dtype=t.dtype) for t, shape in zip(model.inputs, shapes, strict=True)
+    ]
+    structure = inputs if len(inputs) > 1 else inputs[0]  # as the model takes them
+    return keras.Model(structure, model.call(structure, training=False), name=model.name)
+
+
+def unet_on_layers(diffusion_model, signature: NetworkSignature):
+    """``diffusion_model``'s layers for ``signature``: another image size or context
+    length. Input channels are weights (the first convolution's kernel), so another
+    count needs another model and raises ``ModelError``."""
+    built = signature_of(diffusion_model)
+    if signature.in_channels != built.in_channels:
+        raise ModelError(
+            f"the U-Net takes {built.in_channels} input channels, not {signature.in_channels}"
+        )
+    latent, t_emb, context = (tuple(t.shape[1:]) for t in diffusion_model.inputs)
+    shapes = [signature.latent_shape, t_emb, (signature.context_length, context[-1])]
+    return on_layers(diffusion_model, shapes)
+
+
+def decoder_on_layers(decoder, height: int, width: int):
+    """``decoder``'s layers for ``height`` x ``width`` pixel images."""
+    channels = int(decoder.inputs[0].shape[-1])
+    return on_layers(decoder, [(height // 8, width // 8, channels)])
 
 
 def _call_padded(fn, *arrays):
@@ -180,7 +275,7 @@ def _call_padded(fn, *arrays):
     batch = len(arrays[0])
     if batch >= 2:
         return np.asarray(fn(*arrays))
-    padded = [a if a is None else np.concatenate([a, a]) for a in arrays]
+    padded = [np.concatenate([a, a]) for a in arrays]
     return np.asarray(fn(*padded))[:batch]
 
 

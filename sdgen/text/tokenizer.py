@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import regex
 
-from .errors import PromptError
+from ..errors import PromptError
 
 #: The BPE vocabulary of OpenAI's CLIP (MIT licence, see the .LICENSE.txt beside it).
-VOCABULARY_PATH = Path(__file__).parent / "data" / "bpe_simple_vocab_16e6.txt.gz"
+VOCABULARY_PATH = Path(__file__).parent.parent / "data" / "bpe_simple_vocab_16e6.txt.gz"
 MAX_PROMPT_LENGTH = 77
 END_OF_TEXT = 49407
 

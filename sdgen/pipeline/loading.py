@@ -1,0 +1,106 @@
+"""``load_pipeline``: resolve a model's weights, build its networks on a runtime.
+
+The one place that builds networks for a pipeline (``_build``): the TensorFlow runtime
+gets them built once, at the first size, and runs every other signature on the same
+layers; the OpenVINO runtime calls ``_build`` only for a signature its cache lacks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..catalog import get_model_spec
+from ..errors import UsageError
+from ..families import family_of
+from ..networks.h5 import load_weights
+from ..runtimes import RUNTIMES
+from ..runtimes.signature import NetworkSignature
+from ..runtimes.tensorflow import DeviceSettings, detect_device
+from ..spec import ROLES, ModelSpec
+from ..text.tokenizer import load_tokenizer
+from .txt2img import Pipeline
+
+
+def _build(spec: ModelSpec, role: str, signature: NetworkSignature, paths: dict[str, Path]):
+    """The Keras network of ``role`` for ``signature``, with ``paths[role]``'s weights
+    loaded when there is one (the tiny model fills its own from its seed)."""
+    network = family_of(spec).build(
+        role,
+        spec,
+        signature.height,
+        signature.width,
+        signature.context_length,
+        signature.in_channels,
+    )
+    if role in paths:
+        load_weights(network, paths[role])
+    return network
+
+
+def load_pipeline(
+    model: str | ModelSpec = "sd-v1.4",
+    *,
+    weights_dir: str | Path | None = None,
+    offline: bool = False,
+    width: int | None = None,
+    height: int | None = None,
+    xla: bool | None = None,
+    mixed_precision: bool | None = None,
+    download_progress=None,
+    runtime: str = "tensorflow",
+) -> Pipeline:
+    """Resolve the weights of ``model`` and build its networks.
+
+    model: a model name (``sd-v1.4``, ``tiny``) or a ``ModelSpec``.
+    weights_dir: a folder holding ``kcv_encoder.h5``, ``kcv_diffusion_model.h5`` and
+        ``kcv_decoder.h5``; without it, files come from the caches or are downloaded.
+    offline: never download; raise ``WeightsError`` naming the missing file instead.
+    width, height: the size to build the networks for first [the model's default].
+    xla, mixed_precision: None picks what suits the device (see ``detect_device``);
+        TensorFlow runtime only.
+    runtime: ``tensorflow`` or ``openvino`` (see :mod:`sdgen.runtimes`).
+    """
+    from ..weights import resolve_weights
+
+    if runtime not in RUNTIMES:  # before any weight is resolved, let alone downloaded
+        raise UsageError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    spec = model if isinstance(model, ModelSpec) else get_model_spec(model)
+    paths = resolve_weights(
+        spec,
+        Path(weights_dir) if weights_dir is not None else None,
+        offline=offline,
+        progress=download_progress,
+    )
+    signature = NetworkSignature(height or spec.default_size, width or spec.default_size)
+
+    def build(role: str, signature: NetworkSignature):
+        return _build(spec, role, signature, paths)
+
+    if runtime == "openvino":
+        from ..runtimes.openvino import OpenVinoBackend, check_options, default_folder
+
+        check_options(xla, mixed_precision)
+
+        backend = OpenVinoBackend(spec, default_folder(spec, paths), build)
+        backend.networks(signature)  # convert or load the U-Net and decoder now
+        device = DeviceSettings(device="CPU", runtime="openvino")
+        return Pipeline.with_backend(spec, load_tokenizer(), backend, device)
+
+    device = detect_device(xla, mixed_precision)
+    import keras
+
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if device.mixed_precision else "float32"
+    )
+    networks = {role: build(role, signature) for role in ROLES}
+    return Pipeline(
+        spec,
+        load_tokenizer(),
+        networks["text_encoder"],
+        networks["diffusion_model"],
+        networks["decoder"],
+        device,
+    )
+
+
+__all__ = ["load_pipeline"]

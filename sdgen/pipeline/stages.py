@@ -1,0 +1,61 @@
+"""The stages of a generation that hold no network: per-image random generators, the
+starting latents, the timestep embedding, and latents to pixels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import BadImageError
+
+
+def timestep_embedding(timestep: float, dim: int = 320) -> np.ndarray:
+    """The sinusoidal embedding of ``timestep`` that the U-Net takes: cos then sin of
+    ``timestep * 10000^(-i / (dim/2))`` for i in [0, dim/2). ``dim`` is the family's
+    ``timestep_embedding_dim`` (SD's: 320)."""
+    half = dim // 2
+    freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float64) / half)
+    args = float(timestep) * freqs
+    return np.concatenate([np.cos(args), np.sin(args)]).astype(np.float32)
+
+
+def image_generator(seed: int) -> np.random.Generator:
+    """The random generator of one image: PCG64 seeded with the image's seed. It draws
+    the starting latents and then any per-step noise, so an image never depends on the
+    others in its batch."""
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+def initial_latents(seed: int, height: int, width: int) -> np.ndarray:
+    """The unit starting noise of one image, (height/8, width/8, 4) standard normal: the
+    first draw of its generator, the same on every machine and batch size."""
+    return draw_latents(image_generator(seed), height, width)
+
+
+def draw_latents(generator: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """The next (height/8, width/8, 4) standard normal draw of ``generator``."""
+    return generator.standard_normal((height // 8, width // 8, 4), dtype=np.float32)
+
+
+def to_pixels(decoded: np.ndarray) -> np.ndarray:
+    """A decoded image in [-1, 1], (H, W, 3), as uint8 pixels; ``BadImageError`` for the
+    outputs no real decode gives (NaN, infinities, all black)."""
+    decoded = np.asarray(decoded, dtype=np.float32)
+    if not np.isfinite(decoded).all():
+        raise BadImageError(
+            "the networks produced NaN or infinite values, so no image was saved; "
+            "with --mixed-precision this can be float16 overflow: try without it"
+        )
+    pixels = np.clip(np.round((decoded + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    if not pixels.any():
+        # what float16 underflow or a broken conversion gives; no real decode is
+        # exactly black everywhere (the VAE always leaves some texture)
+        raise BadImageError(
+            "the networks produced an all-black image, so it was not saved; "
+            "with --mixed-precision this can be float16 underflow: try without it"
+        )
+    return pixels
+
+
+__all__ = ["draw_latents", "image_generator", "initial_latents", "timestep_embedding", "to_pixels"]

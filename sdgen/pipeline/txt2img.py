@@ -1,0 +1,216 @@
+"""The text-to-image pipeline: encode the prompts, draw latents, denoise, decode.
+
+A ``Pipeline`` only receives built networks (or any runtime's backend, see
+:mod:`sdgen.runtimes.base`); :func:`sdgen.pipeline.loading.load_pipeline` resolves
+weights and builds them. Each stage is its own step here: the text stage gives one
+``Conditioning`` (:mod:`sdgen.text.conditioning`), guidance is combined by
+:mod:`.guidance`, and latents and pixels come from :mod:`.stages`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import AUTO_BATCH, GenerationConfig
+from ..errors import ConfigError, OutOfMemoryError
+from ..families import family_of
+from ..runtimes.signature import NetworkSignature
+from ..runtimes.tensorflow import DeviceSettings, TensorFlowBackend, is_out_of_memory
+from ..samplers import get_sampler
+from ..spec import ModelSpec
+from ..text.conditioning import Conditioning, encode_conditioning
+from .guidance import predict_noise
+from .stages import draw_latents, image_generator, timestep_embedding, to_pixels
+
+#: Called as ``callback(image_index, step_index, steps, latents)`` after every step.
+StepCallback = Callable[[int, int, int, np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One finished image: ``pixels`` is (height, width, 3) uint8."""
+
+    index: int
+    seed: int
+    pixels: np.ndarray
+    seconds: float = 0.0
+
+
+class Pipeline:
+    """Stable Diffusion text-to-image over keras_cv networks. Load once, generate often.
+
+    ``text_encoder``, ``diffusion_model`` and ``decoder`` are built keras_cv models (or
+    models with the same inputs and outputs), run by the TensorFlow runtime; ``tokenizer``
+    has CLIP's ``encode(text) -> ids`` (sdgen's ``ClipTokenizer`` or keras_cv's
+    ``SimpleTokenizer``). Networks for other image sizes and context lengths run the
+    same layers, so they share the weights in memory; nothing is read from disk again.
+    ``Pipeline.with_backend`` takes any runtime's backend instead (see
+    :mod:`sdgen.runtimes.base`).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        tokenizer,
+        text_encoder,
+        diffusion_model,
+        decoder,
+        device: DeviceSettings | None = None,
+    ):
+        device = device or DeviceSettings()
+        backend = TensorFlowBackend(spec, text_encoder, diffusion_model, decoder, device)
+        self._setup(spec, tokenizer, backend, device)
+
+    @classmethod
+    def with_backend(cls, spec: ModelSpec, tokenizer, backend, device: DeviceSettings) -> Pipeline:
+        """A pipeline whose networks run on ``backend`` (a ``runtimes.base.Backend``)."""
+        pipeline = cls.__new__(cls)
+        pipeline._setup(spec, tokenizer, backend, device)
+        return pipeline
+
+    def _setup(self, spec, tokenizer, backend, device) -> None:
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.device = device
+        self._auto_sizes: dict[tuple[int, int], int] = {}  # --batch-size auto, per size
+
+    @property
+    def text_encoder(self):
+        """The Keras text encoder (TensorFlow runtime)."""
+        return self.backend.text_encoder
+
+    @property
+    def diffusion_model(self):
+        """The Keras U-Net at the size the pipeline was loaded for (TensorFlow runtime)."""
+        return self.backend.diffusion_model
+
+    @property
+    def decoder(self):
+        """The Keras VAE decoder at the size the pipeline was loaded for (TensorFlow runtime)."""
+        return self.backend.decoder
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.name
+
+    def generate(
+        self, config: GenerationConfig, callback: StepCallback | None = None
+    ) -> list[GeneratedImage]:
+        """All ``config.num_images`` images of ``config``; see :meth:`generate_iter`."""
+        return list(self.generate_iter(config, callback))
+
+    def generate_iter(
+        self,
+        config: GenerationConfig,
+        callback: StepCallback | None = None,
+        only: list[int] | None = None,
+        conditioning: Conditioning | None = None,
+    ) -> Iterator[GeneratedImage]:
+        """Yield the images of ``config`` as each batch finishes, so none is lost if a
+        later batch fails. Image k uses seed ``config.seed + k`` and is identical
+        whatever ``config.batch_size`` is, so ``only`` (a list of image numbers k) can
+        make just the images a resumed run still lacks. ``config.seed`` must be set.
+        ``conditioning`` replaces the text stage's encoding of ``config``'s prompts
+        (:meth:`encode`), for text states made another way.
+
+        ``batch_size="auto"`` asks the backend how many images its free memory holds
+        (``auto_batch_size``) and halves the batch whenever denoising runs out of memory
+        anyway, so an estimate that was too high costs a retry, not the run."""
+        if config.seed is None:
+            raise ConfigError("config.seed must be set; use config.with_defaults()")
+        height = config.height or self.spec.default_size
+        width = config.width or self.spec.default_size
+        sampler = get_sampler(config.sampler)
+        wanted = list(range(config.num_images)) if only is None else sorted(only)
+        auto = config.batch_size == AUTO_BATCH
+        size = self.auto_batch_size(height, width) if auto else config.batch_size
+        try:
+            # 1. encode prompt: negative and positive text states
+            if conditioning is None:
+                conditioning = self.encode(config.negative_prompt, config.prompt)
+            start = 0
+            while start < len(wanted):
+                began = time.perf_counter()
+                indices = wanted[start : start + size]
+                # 2. initial latents, one generator per image
+                generators = [image_generator(config.seed + k) for k in indices]
+                latents = np.stack([draw_latents(g, height, width) for g in generators])
+                # 3. denoise
+                try:
+                    latents = self._denoise(
+                        sampler, latents, generators, conditioning, config, indices, callback
+                    )
+                except Exception as error:
+                    if not (auto and len(indices) > 1 and is_out_of_memory(error)):
+                        raise
+                    size = len(indices) // 2
+                    self._auto_sizes[(height, width)] = size
+                    continue  # the same images again, in smaller batches
+                start += len(indices)
+                # 4. decode, one image at a time
+                signature = NetworkSignature(height, width, conditioning.positive_length)
+                networks = self.backend.networks(signature)
+                share = (time.perf_counter() - began) / len(indices)
+                for k, latent in zip(indices, latents, strict=True):
+                    decode_began = time.perf_counter()
+                    pixels = self._decode(networks, latent)
+                    seconds = share + time.perf_counter() - decode_began
+                    yield GeneratedImage(k, config.seed + k, pixels, seconds)
+        except Exception as error:
+            if is_out_of_memory(error):
+                chosen = " (chosen by --batch-size auto)" if auto else ""
+                raise OutOfMemoryError(
+                    f"ran out of memory at {width}x{height} with batch size {size}{chosen}; "
+                    "try --batch-size 1 or a smaller --width/--height"
+                ) from error
+            raise
+
+    def auto_batch_size(self, height: int, width: int) -> int:
+        """The batch ``--batch-size auto`` uses at this size: the backend's estimate, or
+        the size that last fitted after a batch ran out of memory."""
+        if (height, width) not in self._auto_sizes:
+            estimate = getattr(self.backend, "auto_batch_size", None)
+            self._auto_sizes[(height, width)] = estimate(height, width) if estimate else 1
+        return self._auto_sizes[(height, width)]
+
+    def encode(self, negative_prompt: str, prompt: str) -> Conditioning:
+        """The text stage: both prompts' states, (1, 77, C) each."""
+        pad = family_of(self.spec).pad_token
+        return encode_conditioning(
+            self.tokenizer, self.backend.encode, negative_prompt, prompt, pad
+        )
+
+    def _denoise(self, sampler, latents, generators, conditioning, config, indices, callback):
+        run = sampler.start(config.steps, self.spec.prediction_type)
+        height, width = latents.shape[1] * 8, latents.shape[2] * 8
+        latents = latents * np.float32(run.init_noise_sigma)
+        batch = len(latents)
+        scale = None if config.guidance_scale == 1.0 else config.guidance_scale
+        t_dim = family_of(self.spec).timestep_embedding_dim
+
+        def networks(context_length: int):
+            return self.backend.networks(NetworkSignature(height, width, context_length))
+
+        for index, timestep in enumerate(run.timesteps):
+            model_input = run.scale_model_input(latents, index)
+            t_emb = np.repeat(timestep_embedding(timestep, t_dim)[None], batch, 0)
+            output = predict_noise(networks, model_input, t_emb, conditioning, scale)
+            noise = None
+            if run.needs_noise:
+                noise = np.stack([draw_latents(g, height, width) for g in generators])
+            latents = run.step(np.asarray(output), index, latents, noise)
+            if callback is not None:
+                for row, k in enumerate(indices):
+                    callback(k, index, len(run.timesteps), latents[row])
+        return latents
+
+    def _decode(self, networks, latent: np.ndarray) -> np.ndarray:
+        return to_pixels(np.asarray(networks.decode(latent[None]), dtype=np.float32)[0])
+
+
+__all__ = ["GeneratedImage", "Pipeline", "StepCallback"]

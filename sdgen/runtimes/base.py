@@ -1,0 +1,64 @@
+"""What the pipeline asks of a runtime: the ``Backend`` protocol and its ``Networks``.
+
+A backend runs a model's three networks. The pipeline encodes text with
+``backend.encode``, then asks ``backend.networks(signature)`` for the U-Net and decoder
+specialised to one ``NetworkSignature`` (image size, context length, input channels) and
+calls them. Classifier-free guidance is the pipeline's business
+(:mod:`sdgen.pipeline.guidance`): ``denoise`` returns one raw prediction per row it is
+given, so the unconditional and conditional rows may come from networks with different
+context lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .signature import NetworkSignature
+
+#: ``denoise(latents (N, h, w, c), timestep_embeddings (N, 320), contexts (N, L, C))``:
+#: the U-Net's noise prediction for each of the N rows, (N, h, w, 4) float32. Every row
+#: is computed as if alone (see each runtime for how exactly).
+Denoise = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+#: ``guided(latents (2B, ...), timestep_embeddings (2B, 320), contexts (2B, L, C),
+#: scale)``: B unconditional rows then the same B latents conditional, combined into B
+#: guided predictions ``u + scale * (c - u)`` inside one compiled call.
+GuidedDenoise = Callable[[np.ndarray, np.ndarray, np.ndarray, np.float32], np.ndarray]
+#: ``decode(latents (N, h, w, 4))``: images in [-1, 1], (N, H, W, 3) float32.
+Decode = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The compiled calls for one ``NetworkSignature``.
+
+    guided: an optional fused fast path that a runtime may offer where combining the
+        guidance inside its own compiled step is measurably faster (TensorFlow's fused
+        call on a GPU, see :mod:`sdgen.runtimes.tensorflow`). The pipeline uses it only
+        when both rows of the conditioning have one context length; the result must
+        equal ``denoise`` followed by the pipeline's own combination up to rounding.
+    """
+
+    signature: NetworkSignature
+    denoise: Denoise = field(repr=False)
+    decode: Decode = field(repr=False)
+    guided: GuidedDenoise | None = field(default=None, repr=False)
+
+
+class Backend(Protocol):
+    """A runtime's side of the pipeline. ``auto_batch_size(height, width) -> int`` may
+    be added for ``--batch-size auto`` (without it the pipeline uses 1)."""
+
+    def encode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Text states (N, 77, C) of N rows of 77 CLIP token ids and their positions."""
+        ...
+
+    def networks(self, signature: NetworkSignature) -> Networks:
+        """The U-Net and decoder for ``signature``, built or loaded on first use."""
+        ...
+
+
+__all__ = ["Backend", "Decode", "Denoise", "GuidedDenoise", "Networks"]
