@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 from conftest import FAST, pixels
 
+from sdgen.batch.plan import plan
+from sdgen.batch.run import Saved, run
+from sdgen.batch.work import Job, OutputOptions
 from sdgen.config import GenerationConfig
-from sdgen.jobs import Job, OutputOptions, Saved, plan, run
 from sdgen.pipeline import GeneratedImage
 
 

@@ -16,8 +16,8 @@ import pytest
 from browser import images_loaded, run_chromium
 from PIL import Image
 
-from sdgen.contact_sheet import write_contact_sheet
-from sdgen.output import append_manifest
+from sdgen.output.contact_sheet import write_contact_sheet
+from sdgen.output.manifest import append_manifest
 
 NASTY_PROMPT = "a <b>bold</b> \"quoted\" & 'single' cat"
 COLOURS = {

@@ -7,17 +7,12 @@ import errno
 import numpy as np
 import pytest
 
+from sdgen.batch.identity import infotext
 from sdgen.errors import OutputExistsError
-from sdgen.output import (
-    append_manifest,
-    format_infotext,
-    grid_image,
-    parse_infotext,
-    read_infotext,
-    read_manifest,
-    save_png,
-    slugify,
-)
+from sdgen.output.files import slugify, write_atomically
+from sdgen.output.grid import grid_image
+from sdgen.output.manifest import append_manifest, read_manifest
+from sdgen.output.png import parse_infotext, read_infotext, save_png
 
 PARAMETERS = {
     "prompt": "photograph of an astronaut riding a horse",
@@ -34,20 +29,20 @@ PARAMETERS = {
 
 
 def test_infotext_is_automatic1111_format():
-    assert format_infotext(PARAMETERS) == (
+    assert infotext(PARAMETERS) == (
         "photograph of an astronaut riding a horse\n"
         "Negative prompt: blurry, low quality\n"
         "Steps: 50, Sampler: DDIM, CFG scale: 7.5, Seed: 123, Size: 512x768, "
         "Model: sd-v1.4, Version: sdgen 0.1.0"
     )
-    without_negative = format_infotext({**PARAMETERS, "negative_prompt": "", "guidance_scale": 7})
+    without_negative = infotext({**PARAMETERS, "negative_prompt": "", "guidance_scale": 7})
     assert without_negative.splitlines()[1].startswith("Steps: 50, Sampler: DDIM, CFG scale: 7,")
 
 
 def test_infotext_round_trip_through_png(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     path = tmp_path / "a.png"
-    save_png(path, pixels, format_infotext(PARAMETERS))
+    save_png(path, pixels, infotext(PARAMETERS))
     parsed = parse_infotext(read_infotext(path))
     assert parsed["prompt"] == PARAMETERS["prompt"]
     assert parsed["negative_prompt"] == PARAMETERS["negative_prompt"]
@@ -113,8 +108,6 @@ def test_folders_without_hard_links_still_get_whole_files(tmp_path, monkeypatch,
     """gcsfuse, s3fs and SMB refuse link(); the file is renamed into place instead."""
     import os
 
-    from sdgen.output import write_atomically
-
     def no_links(source, target):
         raise OSError(code, os.strerror(code))
 
@@ -133,8 +126,6 @@ def test_folders_without_hard_links_still_get_whole_files(tmp_path, monkeypatch,
 
 def test_a_file_that_appears_meanwhile_is_never_replaced_without_hard_links(tmp_path, monkeypatch):
     import os
-
-    from sdgen.output import write_atomically
 
     (tmp_path / "out").mkdir()
     path = tmp_path / "out" / "image.png"
