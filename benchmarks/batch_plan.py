@@ -6,8 +6,10 @@ lists every image (a resume with nothing to do). For the second, each image's PN
 written cheaply: a 1x1 picture carrying the image's real infotext, with a manifest line
 holding its sha256, which is all that resuming checks. It then times the resume's
 ``run()``, which only reports the finished images, and a contact sheet of the folder.
+With ``--cli`` it also times the whole ``sdgen --prompts-file`` command on that folder
+(Python and TensorFlow start-up, tokenizing every prompt, planning, the contact sheet).
 
-    python benchmarks/batch_plan.py [--lines 10000]
+    python benchmarks/batch_plan.py [--lines 10000] [--cli]
 
 This is a benchmark, not a test: it prints figures; the target is under 10 s for each.
 """
@@ -17,7 +19,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import json
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -85,13 +90,14 @@ def _finish(the_plan, output: OutputOptions) -> None:
             "load_seconds": 0.0,
             "created": created,
         }
-        lines.append(__import__("json").dumps(record, sort_keys=True))
+        lines.append(json.dumps(record, sort_keys=True))
     write_atomically(output.folder / MANIFEST_NAME, ("\n".join(lines) + "\n").encode())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=10_000, help="prompts file lines")
+    parser.add_argument("--cli", action="store_true", help="also time the sdgen command")
     arguments = parser.parse_args()
     print(f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as temporary:
@@ -120,6 +126,16 @@ def main() -> None:
 
         _timed("run() of that plan (nothing to make)", resume)
         _timed("contact sheet of the folder", lambda: ContactSheet(output.folder).update())
+        if arguments.cli:
+            command = [sys.executable, "-m", "sdgen", "--prompts-file", str(prompts)]
+            command += ["--model", "tiny", "--width", "64", "--height", "64", "--steps", "2"]
+
+            def resume_command():
+                done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+                expected = f"done 0, skipped {arguments.lines}, failed 0"
+                assert done.returncode == 0 and expected in done.stderr, done.stderr[-2000:]
+
+            _timed("sdgen --prompts-file ... (nothing to make)", resume_command)
 
 
 if __name__ == "__main__":

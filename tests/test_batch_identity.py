@@ -58,6 +58,8 @@ def test_a_manifest_in_todays_format_still_resumes(run_cli, hermetic):
     assert again.exit_code == 0, again.stderr
     assert "done 0, skipped 3, failed 0" in again.stderr
     assert {p.name: p.read_bytes() for p in png_files(outputs)} == made
+    # matched by the manifest itself, not recovered from the PNGs' infotext
+    assert len((outputs / "manifest.jsonl").read_text().splitlines()) == 3
 
 
 def test_a_changed_prompt_syntax_is_new_work_not_a_resume(run_cli, hermetic, monkeypatch):

@@ -139,3 +139,28 @@ def test_a_file_that_appears_meanwhile_is_never_replaced_without_hard_links(tmp_
         write_atomically(path, b"ours")
     assert path.read_bytes() == b"theirs"
     assert sorted(p.name for p in path.parent.iterdir()) == ["image.png"]
+
+
+def test_each_shard_appends_to_its_own_manifest_and_reading_merges_them_by_time(tmp_path):
+    append_manifest(tmp_path, {"file": "b.png", "created": "2024-01-01T00:00:02+00:00"}, (2, 2))
+    append_manifest(tmp_path, {"file": "a.png", "created": "2024-01-01T00:00:01+00:00"}, (1, 2))
+    append_manifest(tmp_path, {"file": "c.png", "created": "2024-01-01T00:00:03+00:00"})
+    append_manifest(tmp_path, {"file": "d.png", "created": "2024-01-01T00:00:03+00:00"}, (1, 2))
+    names = sorted(p.name for p in tmp_path.glob("manifest*"))
+    assert names == ["manifest.jsonl", "manifest.shard-1-of-2.jsonl", "manifest.shard-2-of-2.jsonl"]
+    # by time; records of the same second keep manifest.jsonl first, then the shards'
+    assert [r["file"] for r in read_manifest(tmp_path)] == ["a.png", "b.png", "c.png", "d.png"]
+
+
+def test_reading_from_an_offset_leaves_a_line_still_being_written(tmp_path):
+    from sdgen.output.manifest import read_records
+
+    path = tmp_path / "manifest.jsonl"
+    path.write_bytes(b'{"file": "a.png"}\n{"file": "b.p')
+    records, offset = read_records(path)
+    assert records == [{"file": "a.png"}] and offset == len(b'{"file": "a.png"}\n')
+    with open(path, "ab") as handle:
+        handle.write(b'ng"}\n')
+    assert read_records(path, offset) == ([{"file": "b.png"}], path.stat().st_size)
+    path.write_bytes(b'{"file": "a.png"}\n{"file": "c.png"}')  # a last line without newline
+    assert [r["file"] for r in read_manifest(tmp_path)] == ["a.png", "c.png"]

@@ -36,12 +36,11 @@ def plan(jobs: list[Job], output: OutputOptions, failures: list[Failure] | None 
     for job in jobs:
         if job.model not in sizes:
             sizes[job.model] = get_model_spec(job.model).default_size
-        config = replace(
-            job.config,
-            width=job.config.width or sizes[job.model],
-            height=job.config.height or sizes[job.model],
-        )
-        job = replace(job, config=config)
+        config = job.config
+        if config.width is None or config.height is None:
+            size = sizes[job.model]
+            config = replace(config, width=config.width or size, height=config.height or size)
+            job = replace(job, config=config)
         if config.seed is None:
             seed = earlier.seed(job, index) or _random_seed(config)
             job = replace(job, config=replace(config, seed=seed))

@@ -45,16 +45,12 @@ class EarlierRun:
         wanted = None
         for k in range(job.config.num_images):
             for record in self.by_index.get(first_index + k, ()):
-                if wanted is None:
-                    probe = PlannedImage(first_index, 0, replace(job, config=_seeded(job)), Path())
+                if wanted is None:  # the job's identity, its seed left out
+                    probe = PlannedImage(first_index, 0, job, Path())
                     wanted = identity.identity(probe.parameters(), with_seed=False)
                 if identity.identity(record, with_seed=False) == wanted:
                     return record["seed"] - k
         return None
-
-
-def _seeded(job: Job):
-    return job.config if job.config.seed is not None else replace(job.config, seed=0)
 
 
 def status(image: PlannedImage, earlier: EarlierRun, output: OutputOptions) -> PlannedImage:

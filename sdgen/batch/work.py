@@ -65,8 +65,11 @@ class PlannedImage:
     sha256: str | None = None
 
     @property
-    def seed(self) -> int:
-        return self.job.config.seed + self.k
+    def seed(self) -> int | None:
+        """The image's seed: the job's plus ``k`` (None while the plan has not chosen
+        the job's seed yet)."""
+        seed = self.job.config.seed
+        return None if seed is None else seed + self.k
 
     def parameters(self) -> dict:
         """The image's manifest fields, from every identity contributor."""
