@@ -164,3 +164,13 @@ def test_reading_from_an_offset_leaves_a_line_still_being_written(tmp_path):
     assert read_records(path, offset) == ([{"file": "b.png"}], path.stat().st_size)
     path.write_bytes(b'{"file": "a.png"}\n{"file": "c.png"}')  # a last line without newline
     assert [r["file"] for r in read_manifest(tmp_path)] == ["a.png", "c.png"]
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_name(tmp_path):
+    from sdgen.output.files import remove_temporaries
+
+    for name in (".a.png.x1y2.tmp", ".b.png.k9.tmp", ".index.html.zz.tmp", "a.png", ".hidden"):
+        (tmp_path / name).write_bytes(b"")
+    assert remove_temporaries(tmp_path, {"a.png", "index.html"}) == 2
+    left = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert left == [".b.png.k9.tmp", ".hidden", "a.png"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SdgenError
-from ..output.files import write_atomically
+from ..output.files import remove_temporaries, write_atomically
 from ..output.grid import grid_image
 from ..output.manifest import append_manifest
 from ..output.png import png_bytes, save_png
@@ -63,6 +63,7 @@ def run(
             if image.recover:
                 append_manifest(folder, record, output.shard)
             yield Saved(image, record, skipped=True)
+    _remove_stale_temporaries(the_plan.todo)
     by_job: dict[int, list[PlannedImage]] = {}
     for image in the_plan.todo:
         by_job.setdefault(id(image.job), []).append(image)
@@ -111,6 +112,16 @@ def run(
         if pixels:
             data = png_bytes(grid_image(pixels), "sdgen grid")
             write_atomically(the_plan.grid_path, data, overwrite=True)
+
+
+def _remove_stale_temporaries(images: list[PlannedImage]) -> None:
+    """Delete what a killed run left half-written at these images' names: each image
+    is made by one shard only, so no live process is writing them."""
+    by_folder: dict[Path, set[str]] = {}
+    for image in images:
+        by_folder.setdefault(image.path.parent, set()).add(image.path.name)
+    for folder, names in by_folder.items():
+        remove_temporaries(folder, names)
 
 
 def _read_pixels(path: Path):

@@ -17,7 +17,8 @@ import html
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from .files import write_atomically
+from ..errors import OutputError
+from .files import remove_temporaries, write_atomically
 from .manifest import manifest_paths, read_manifest, read_records
 
 CONTACT_SHEET_NAME = "index.html"
@@ -84,16 +85,23 @@ class ContactSheet:
         self.folder = Path(folder)
         self.path = self.folder / CONTACT_SHEET_NAME
         self._offsets: dict[Path, int] = {}
+        self._started = False
         self._cards: dict[str, tuple[tuple[int, str], str]] = {}  # file -> (order, card)
 
     def update(self) -> Path:
         """Read what the manifests gained, write the page, and return its path."""
+        if not self._started:  # the first update: what a killed writer left goes
+            self._started = True
+            remove_temporaries(self.folder, {CONTACT_SHEET_NAME})
         self._read_new()
         while True:
             ordered = sorted(self._cards.values())
-            cards = "\n".join(card for _, card in ordered)
-            page = _page(len(ordered), cards)
-            write_atomically(self.path, page.encode("utf-8"), overwrite=True)
+            page = _page(len(ordered), "\n".join(card for _, card in ordered))
+            try:
+                write_atomically(self.path, page.encode("utf-8"), overwrite=True)
+            except OutputError:
+                # another shard starting up took our temporary for a killed writer's
+                write_atomically(self.path, page.encode("utf-8"), overwrite=True)
             if not self._read_new():
                 return self.path
 

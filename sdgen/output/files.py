@@ -77,6 +77,27 @@ def _place_without_replacing(temporary: str, path: Path) -> None:
         os.replace(temporary, path)
 
 
+def remove_temporaries(folder: Path, names: set[str]) -> int:
+    """Delete the temporaries that ``write_atomically`` left beside any of ``names`` in
+    ``folder`` when a writer was killed mid-write; returns how many. One listing of the
+    folder, whatever the number of names. Only for files no live process is writing."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        target = name[1 : -len(".tmp")].rpartition(".")[0]  # .NAME.RANDOM.tmp -> NAME
+        if target in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def _temporary_beside(path: Path) -> Iterator[tuple]:
     descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
