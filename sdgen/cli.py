@@ -252,7 +252,9 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
     """
     _state["debug"] = debug
     say = _reporter(quiet)
-    from .jobs import EXIT_SOME_FAILED, Failed, Failure, Job, OutputOptions, plan
+    from .batch.plan import plan
+    from .batch.run import Failed
+    from .batch.work import EXIT_SOME_FAILED, Failure, Job, OutputOptions
 
     if (prompt is None) == (prompts_file is None):
         raise UsageError("give either a PROMPT or --prompts-file, not both or neither")
@@ -271,7 +273,7 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
     if prompts_file is None:
         jobs.append(Job(GenerationConfig(prompt=prompt, **defaults), options["model"]))
     else:
-        from .prompts import read_prompts_file
+        from .batch.prompts_file import read_prompts_file
 
         for line in read_prompts_file(prompts_file):
             if line.error:
@@ -317,7 +319,7 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
         the_plan = plan(checked, output, failures)
         executor = _executor(options, quiet, say)
 
-    from .jobs import run
+    from .batch.run import run
 
     todo = the_plan.todo
     if len(todo) < len(the_plan.images):
@@ -391,7 +393,7 @@ _CONFIG_OPTIONS = (
 
 
 def _executor(options, quiet, say):
-    from .executors import LoadOptions, LocalExecutor
+    from .batch.executors import LoadOptions, LocalExecutor
 
     load = LoadOptions(
         weights_dir=options["weights_dir"],
@@ -401,7 +403,7 @@ def _executor(options, quiet, say):
         runtime=options["runtime"],
     )
     if options["ray_address"] is not None:
-        from .executors import RayExecutor
+        from .batch.executors import RayExecutor
 
         say(f"starting Ray ({options['ray_address']}) ...")
         return RayExecutor(load, address=options["ray_address"], workers=options["ray_workers"])
@@ -410,10 +412,12 @@ def _executor(options, quiet, say):
 
 
 def _contact_sheet_writer():
-    from .contact_sheet import write_contact_sheet
+    from .output.contact_sheet import ContactSheet
+
+    sheets = {}
 
     def write(folder):
-        write_contact_sheet(folder)
+        sheets.setdefault(folder, ContactSheet(folder)).update()
 
     return write
 
@@ -514,7 +518,7 @@ def _download_progress():
 def _step_progress(quiet: bool, total: int, steps: int):
     if quiet:
         return None
-    from .progress import Progress
+    from .batch.progress import Progress
 
     return Progress(total, steps, stream=sys.stderr)
 

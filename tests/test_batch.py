@@ -14,7 +14,8 @@ import pytest
 from browser import images_loaded
 from conftest import FAST, pixels, png_files
 
-from sdgen.output import parse_infotext, read_infotext, read_manifest
+from sdgen.output.manifest import read_manifest
+from sdgen.output.png import parse_infotext, read_infotext
 
 
 def write(path, text):

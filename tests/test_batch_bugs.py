@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 from conftest import FAST, pixels
 
+from sdgen.batch.plan import plan
+from sdgen.batch.run import Saved, run
+from sdgen.batch.work import Job, OutputOptions
 from sdgen.config import GenerationConfig
-from sdgen.jobs import Job, OutputOptions, Saved, plan, run
 from sdgen.pipeline import GeneratedImage
 
 
@@ -95,3 +97,15 @@ def test_a_grid_still_gets_every_image(hermetic):
     assert np.array_equal(grid[:64, :64], pixels(files[0]))
     assert np.array_equal(grid[:64, 64:128], pixels(files[1]))
     assert np.array_equal(grid[64:, :64], pixels(files[2]))
+
+
+def test_a_resumed_run_removes_what_a_killed_one_left_half_written(hermetic):
+    the_plan, output = _plan(hermetic / "out", grid=False)
+    first = the_plan.images[0].path
+    stale = first.with_name(f".{first.name}.abc123.tmp")  # a kill inside write_atomically
+    stale.write_bytes(b"half a png")
+    other = first.with_name(".not-ours.png.abc123.tmp")
+    other.write_bytes(b"")
+    assert all(isinstance(event, Saved) for event in run(the_plan, output, _Executor()))
+    assert not stale.exists() and other.exists()
+    assert pixels(first).shape == (64, 64, 3)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import TINY, pixels, png_files
 
-from sdgen.output import parse_infotext, read_infotext, read_manifest
+from sdgen.output.manifest import read_manifest
+from sdgen.output.png import parse_infotext, read_infotext
 
 
 @pytest.mark.fresh_load  # it checks the recorded load time

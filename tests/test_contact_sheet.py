@@ -16,8 +16,8 @@ import pytest
 from browser import images_loaded, run_chromium
 from PIL import Image
 
-from sdgen.contact_sheet import write_contact_sheet
-from sdgen.output import append_manifest
+from sdgen.output.contact_sheet import ContactSheet, write_contact_sheet
+from sdgen.output.manifest import append_manifest
 
 NASTY_PROMPT = "a <b>bold</b> \"quoted\" & 'single' cat"
 COLOURS = {
@@ -125,6 +125,57 @@ def test_explicit_records_and_empty_folder(tmp_path):
     # same index: by name
     assert re.findall(r'<img src="([^"]+)"', page) == ["a.png", "b.png", "sub/c.png"]
     assert "escape.png" not in page
+
+
+def test_incremental_sheet_matches_a_full_one_and_renders_each_card_once(sheet_folder, monkeypatch):
+    from sdgen.output import contact_sheet
+
+    rendered = []
+    real_card = contact_sheet._card
+    monkeypatch.setattr(contact_sheet, "_card", lambda r: rendered.append(r) or real_card(r))
+    sheet = ContactSheet(sheet_folder)
+    assert sheet.update().read_text("utf-8") == render_full(sheet_folder)
+    for n in range(3):  # this run's images, one by one, in other shards' files too
+        name = f"new-{n}.png"
+        Image.new("RGB", (64, 48), (n, n, n)).save(sheet_folder / name)
+        append_manifest(sheet_folder, _record(name, 10 + n, seed=n), shard=(n % 2 + 1, 2))
+        before = len(rendered)
+        page = sheet.update().read_text("utf-8")
+        assert [r["file"] for r in rendered[before:]] == [name]  # only the new card
+        assert page == render_full(sheet_folder)
+    assert re.findall(r'<img src="([^"]+)"', (sheet_folder / "index.html").read_text())[-3:] == [
+        "new-0.png",
+        "new-1.png",
+        "new-2.png",
+    ]
+
+
+def render_full(folder) -> str:
+    """The page ``write_contact_sheet`` makes from the whole manifest."""
+    write_contact_sheet(folder)
+    return (folder / "index.html").read_text("utf-8")
+
+
+def test_a_page_written_over_another_shards_newer_one_is_written_again(sheet_folder, monkeypatch):
+    """Shard 2 saves an image and writes its page while shard 1 is between reading the
+    manifests and writing its own: shard 1 notices the manifest grew and writes again."""
+    from sdgen.output import contact_sheet
+
+    sheet = ContactSheet(sheet_folder)
+    real_write = contact_sheet.write_atomically
+    writes = []
+
+    def another_shard_meanwhile(path, data, overwrite=False):
+        if not writes:
+            Image.new("RGB", (64, 48), (9, 9, 9)).save(sheet_folder / "theirs.png")
+            append_manifest(sheet_folder, _record("theirs.png", 7, seed=7), shard=(2, 2))
+        writes.append(data)
+        real_write(path, data, overwrite)
+
+    monkeypatch.setattr(contact_sheet, "write_atomically", another_shard_meanwhile)
+    page = sheet.update().read_text("utf-8")
+    assert len(writes) == 2 and b"theirs.png" not in writes[0]
+    assert 'src="theirs.png"' in page and "4 images" in page
 
 
 # -- a real browser ------------------------------------------------------------------------

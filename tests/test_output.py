@@ -7,17 +7,12 @@ import errno
 import numpy as np
 import pytest
 
+from sdgen.batch.identity import infotext
 from sdgen.errors import OutputExistsError
-from sdgen.output import (
-    append_manifest,
-    format_infotext,
-    grid_image,
-    parse_infotext,
-    read_infotext,
-    read_manifest,
-    save_png,
-    slugify,
-)
+from sdgen.output.files import slugify, write_atomically
+from sdgen.output.grid import grid_image
+from sdgen.output.manifest import append_manifest, read_manifest
+from sdgen.output.png import parse_infotext, read_infotext, save_png
 
 PARAMETERS = {
     "prompt": "photograph of an astronaut riding a horse",
@@ -34,20 +29,20 @@ PARAMETERS = {
 
 
 def test_infotext_is_automatic1111_format():
-    assert format_infotext(PARAMETERS) == (
+    assert infotext(PARAMETERS) == (
         "photograph of an astronaut riding a horse\n"
         "Negative prompt: blurry, low quality\n"
         "Steps: 50, Sampler: DDIM, CFG scale: 7.5, Seed: 123, Size: 512x768, "
         "Model: sd-v1.4, Version: sdgen 0.1.0"
     )
-    without_negative = format_infotext({**PARAMETERS, "negative_prompt": "", "guidance_scale": 7})
+    without_negative = infotext({**PARAMETERS, "negative_prompt": "", "guidance_scale": 7})
     assert without_negative.splitlines()[1].startswith("Steps: 50, Sampler: DDIM, CFG scale: 7,")
 
 
 def test_infotext_round_trip_through_png(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     path = tmp_path / "a.png"
-    save_png(path, pixels, format_infotext(PARAMETERS))
+    save_png(path, pixels, infotext(PARAMETERS))
     parsed = parse_infotext(read_infotext(path))
     assert parsed["prompt"] == PARAMETERS["prompt"]
     assert parsed["negative_prompt"] == PARAMETERS["negative_prompt"]
@@ -113,8 +108,6 @@ def test_folders_without_hard_links_still_get_whole_files(tmp_path, monkeypatch,
     """gcsfuse, s3fs and SMB refuse link(); the file is renamed into place instead."""
     import os
 
-    from sdgen.output import write_atomically
-
     def no_links(source, target):
         raise OSError(code, os.strerror(code))
 
@@ -134,8 +127,6 @@ def test_folders_without_hard_links_still_get_whole_files(tmp_path, monkeypatch,
 def test_a_file_that_appears_meanwhile_is_never_replaced_without_hard_links(tmp_path, monkeypatch):
     import os
 
-    from sdgen.output import write_atomically
-
     (tmp_path / "out").mkdir()
     path = tmp_path / "out" / "image.png"
 
@@ -148,3 +139,38 @@ def test_a_file_that_appears_meanwhile_is_never_replaced_without_hard_links(tmp_
         write_atomically(path, b"ours")
     assert path.read_bytes() == b"theirs"
     assert sorted(p.name for p in path.parent.iterdir()) == ["image.png"]
+
+
+def test_each_shard_appends_to_its_own_manifest_and_reading_merges_them_by_time(tmp_path):
+    append_manifest(tmp_path, {"file": "b.png", "created": "2024-01-01T00:00:02+00:00"}, (2, 2))
+    append_manifest(tmp_path, {"file": "a.png", "created": "2024-01-01T00:00:01+00:00"}, (1, 2))
+    append_manifest(tmp_path, {"file": "c.png", "created": "2024-01-01T00:00:03+00:00"})
+    append_manifest(tmp_path, {"file": "d.png", "created": "2024-01-01T00:00:03+00:00"}, (1, 2))
+    names = sorted(p.name for p in tmp_path.glob("manifest*"))
+    assert names == ["manifest.jsonl", "manifest.shard-1-of-2.jsonl", "manifest.shard-2-of-2.jsonl"]
+    # by time; records of the same second keep manifest.jsonl first, then the shards'
+    assert [r["file"] for r in read_manifest(tmp_path)] == ["a.png", "b.png", "c.png", "d.png"]
+
+
+def test_reading_from_an_offset_leaves_a_line_still_being_written(tmp_path):
+    from sdgen.output.manifest import read_records
+
+    path = tmp_path / "manifest.jsonl"
+    path.write_bytes(b'{"file": "a.png"}\n{"file": "b.p')
+    records, offset = read_records(path)
+    assert records == [{"file": "a.png"}] and offset == len(b'{"file": "a.png"}\n')
+    with open(path, "ab") as handle:
+        handle.write(b'ng"}\n')
+    assert read_records(path, offset) == ([{"file": "b.png"}], path.stat().st_size)
+    path.write_bytes(b'{"file": "a.png"}\n{"file": "c.png"}')  # a last line without newline
+    assert [r["file"] for r in read_manifest(tmp_path)] == ["a.png", "c.png"]
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_name(tmp_path):
+    from sdgen.output.files import remove_temporaries
+
+    for name in (".a.png.x1y2.tmp", ".b.png.k9.tmp", ".index.html.zz.tmp", "a.png", ".hidden"):
+        (tmp_path / name).write_bytes(b"")
+    assert remove_temporaries(tmp_path, {"a.png", "index.html"}) == 2
+    left = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert left == [".b.png.k9.tmp", ".hidden", "a.png"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from sdgen.progress import Progress, format_duration
+from sdgen.batch.progress import Progress, format_duration
 
 
 class Clock:

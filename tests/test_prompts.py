@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from sdgen.batch.prompts_file import PromptLine, parse_line, read_prompts_file
 from sdgen.errors import PromptsFileError
-from sdgen.prompts import PromptLine, parse_line, read_prompts_file
 
 
 def write(name: str, text: str | bytes) -> Path:

@@ -31,8 +31,8 @@ import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .config import GenerationConfig
-from .errors import ConfigError, PromptsFileError, UsageError
+from ..config import GenerationConfig
+from ..errors import ConfigError, PromptsFileError, UsageError
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def _parse_json(text: str) -> dict:
 def _validate(prompt: str, settings: dict) -> None:
     """Check the typed values as ``GenerationConfig`` and the model registry do."""
     if "model" in settings:
-        from .catalog import get_model_spec
+        from ..catalog import get_model_spec
 
         if not settings["model"].strip():
             raise _LineError("the model name is empty")

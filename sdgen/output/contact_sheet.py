@@ -5,6 +5,10 @@ linking to the full PNG, with its prompt, negative prompt, seed, sampler, steps,
 scale, size, model and file name under it. It is one self-contained file: inline CSS, no
 JavaScript, no external resources, and relative links, so the folder can be moved or
 shared as a whole.
+
+``ContactSheet`` keeps the page up to date during a run without re-reading the whole
+manifest after each image: it renders each record's card once, remembers how far it has
+read every manifest file (other shards' too) and reads only what was appended since.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import html
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from .output import read_manifest, write_atomically
+from ..errors import OutputError
+from .files import remove_temporaries, write_atomically
+from .manifest import manifest_paths, read_manifest, read_records
 
 CONTACT_SHEET_NAME = "index.html"
 
@@ -49,7 +55,7 @@ dd { margin: 0; overflow-wrap: anywhere; }
 def write_contact_sheet(folder: Path, records: list[dict] | None = None) -> Path:
     """Write ``folder/index.html`` showing the images of ``records`` and return its path.
 
-    ``records`` default to the folder's manifest. When several records name the same
+    ``records`` default to the folder's manifests. When several records name the same
     file, the last one wins (a file regenerated with ``--overwrite`` appears once, with
     its latest parameters); records whose file is no longer on disk are left out. Images
     are ordered by ``index``, then file name. The page is written atomically.
@@ -63,10 +69,69 @@ def write_contact_sheet(folder: Path, records: list[dict] | None = None) -> Path
     return path
 
 
+class ContactSheet:
+    """``folder/index.html``, updated by ``update()`` after each saved image.
+
+    The first ``update()`` reads every manifest of the folder; later ones read only the
+    lines appended since, by this run or by other shard processes, and render only their
+    cards, so a run of N images costs O(N) reads and renders instead of O(N^2). The page
+    itself is still written whole (atomically) each time. A file deleted during the run
+    stays on the page until the next run. With several processes writing the page, each
+    one checks after writing whether any manifest grew meanwhile and, if so, writes again,
+    so the last page written shows every image.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / CONTACT_SHEET_NAME
+        self._offsets: dict[Path, int] = {}
+        self._started = False
+        self._cards: dict[str, tuple[tuple[int, str], str]] = {}  # file -> (order, card)
+
+    def update(self) -> Path:
+        """Read what the manifests gained, write the page, and return its path."""
+        if not self._started:  # the first update: what a killed writer left goes
+            self._started = True
+            remove_temporaries(self.folder, {CONTACT_SHEET_NAME})
+        self._read_new()
+        while True:
+            ordered = sorted(self._cards.values())
+            page = _page(len(ordered), "\n".join(card for _, card in ordered))
+            try:
+                write_atomically(self.path, page.encode("utf-8"), overwrite=True)
+            except OutputError:
+                # another shard starting up took our temporary for a killed writer's
+                write_atomically(self.path, page.encode("utf-8"), overwrite=True)
+            if not self._read_new():
+                return self.path
+
+    def _read_new(self) -> bool:
+        """Add the records appended since the last read; whether there were any."""
+        first = not self._offsets
+        records = []
+        for manifest in manifest_paths(self.folder):
+            new, self._offsets[manifest] = read_records(manifest, self._offsets.get(manifest, 0))
+            records += new
+        if first:  # as read_manifest merges the files: by time, each file in its order
+            records.sort(key=lambda record: str(record.get("created") or ""))
+        for record in records:
+            name = record.get("file")
+            if not isinstance(name, str) or not _is_inside(name):
+                continue
+            if (self.folder / name).is_file():
+                self._cards[name] = ((_index(record), name), _card(record))
+            else:
+                self._cards.pop(name, None)
+        return bool(records)
+
+
 def render_contact_sheet(records: list[dict]) -> str:
     """The HTML of a contact sheet showing ``records`` in the order given."""
-    title = f"sdgen — {len(records)} images"
-    cards = "\n".join(_card(record) for record in records)
+    return _page(len(records), "\n".join(_card(record) for record in records))
+
+
+def _page(count: int, cards: str) -> str:
+    title = f"sdgen — {count} images"
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'

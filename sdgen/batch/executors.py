@@ -1,20 +1,53 @@
 """Where images are made: in this process, or spread over Ray actors.
 
 An executor turns a job (one prompt's config and its model) into ``GeneratedImage``s; the
-runner in :mod:`sdgen.jobs` saves them. Both executors load each model once and keep it.
+runner in :mod:`sdgen.batch.run` saves them. Both executors load each model once and keep
+it while memory allows: at most ``MAX_PIPELINES`` loaded models, the least recently used
+evicted first (see ``LocalExecutor``).
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import AUTO_BATCH
-from .errors import SdgenError
+from ..config import AUTO_BATCH
+from ..errors import SdgenError
+
+#: At most this many loaded models are kept by one executor (one process or Ray actor).
+MAX_PIPELINES = 2
+#: What a loaded model with published weights is assumed to hold in memory (SD 1.x/2.x
+#: in float32: a 3.4 GB U-Net, text encoder, decoder and working memory), and one whose
+#: weights are generated (tiny).
+LARGE_MODEL_BYTES = 6 << 30
+SMALL_MODEL_BYTES = 512 << 20
+
+
+def available_memory() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes, or None where there is none."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_estimate(model: str) -> int:
+    """Bytes a loaded ``model`` is assumed to need (see ``LARGE_MODEL_BYTES``)."""
+    from ..catalog import get_model_spec
+
+    spec = get_model_spec(model)
+    generated = not spec.files and spec.weights_dir is None
+    return SMALL_MODEL_BYTES if generated else LARGE_MODEL_BYTES
 
 
 @dataclass(frozen=True)
@@ -42,45 +75,86 @@ def _describe(pipeline) -> str:
 
 @dataclass
 class LocalExecutor:
-    """Generates in this process. ``say(message)`` hears when a model loads, and
-    ``download_progress`` is passed to ``load_pipeline``."""
+    """Generates in this process. ``say(message)`` hears when a model loads or is
+    evicted, and ``download_progress`` is passed to ``load_pipeline``.
+
+    Loaded pipelines are kept by model, in least recently used order. Before another
+    model is loaded, the least recently used ones are evicted while ``max_pipelines``
+    are loaded [MAX_PIPELINES], or while ``available()`` bytes (``MemAvailable``) are
+    fewer than ``estimate(model)`` says the new one needs. ``loader`` builds a pipeline
+    [``sdgen.pipeline.load_pipeline``]; tests inject all three.
+    """
 
     options: LoadOptions = field(default_factory=LoadOptions)
     say: Callable[[str], None] | None = None
     download_progress: Callable | None = None
-    pipelines: dict = field(default_factory=dict)
+    pipelines: OrderedDict = field(default_factory=OrderedDict)
     load_seconds: dict = field(default_factory=dict)
+    max_pipelines: int = MAX_PIPELINES
+    loader: Callable | None = None
+    available: Callable[[], int | None] = available_memory
+    estimate: Callable[[str], int] = memory_estimate
 
     def pipeline(self, model: str, width: int | None = None, height: int | None = None):
-        if model not in self.pipelines:
-            from .pipeline import load_pipeline
-
-            if self.say is not None:
-                self.say(f"loading {model} ...")
-            began = time.perf_counter()
-            self.pipelines[model] = load_pipeline(
-                model,
-                weights_dir=self.options.weights_dir,
-                offline=self.options.offline,
-                width=width,
-                height=height,
-                xla=self.options.xla,
-                mixed_precision=self.options.mixed_precision,
-                download_progress=self.download_progress,
-                runtime=self.options.runtime,
+        """The loaded pipeline of ``model``, loading it (at ``width`` x ``height`` first)
+        if needed, after making room for it."""
+        if model in self.pipelines:
+            self.pipelines.move_to_end(model)
+            return self.pipelines[model]
+        self._make_room(model)
+        if self.say is not None:
+            self.say(f"loading {model} ...")
+        began = time.perf_counter()
+        self.pipelines[model] = self._load(model, width, height)
+        self.load_seconds[model] = time.perf_counter() - began
+        if self.say is not None:
+            self.say(
+                f"loaded {model} in {self.load_seconds[model]:.1f} s on "
+                f"{_describe(self.pipelines[model])}"
             )
-            self.load_seconds[model] = time.perf_counter() - began
-            if self.say is not None:
-                self.say(
-                    f"loaded {model} in {self.load_seconds[model]:.1f} s on "
-                    f"{_describe(self.pipelines[model])}"
-                )
         return self.pipelines[model]
+
+    def _load(self, model, width, height):
+        loader = self.loader
+        if loader is None:
+            from .. import pipeline
+
+            loader = pipeline.load_pipeline  # looked up now, so it can be replaced
+        return loader(
+            model,
+            weights_dir=self.options.weights_dir,
+            offline=self.options.offline,
+            width=width,
+            height=height,
+            xla=self.options.xla,
+            mixed_precision=self.options.mixed_precision,
+            download_progress=self.download_progress,
+            runtime=self.options.runtime,
+        )
+
+    def _make_room(self, model: str) -> None:
+        """Evict least recently used pipelines before ``model`` is loaded."""
+        loaded = len(self.pipelines)
+        while self.pipelines and len(self.pipelines) >= max(1, self.max_pipelines):
+            self._evict_oldest(f"at most {self.max_pipelines} models are kept")
+        while self.pipelines:
+            free = self.available()
+            if free is None or free >= self.estimate(model):
+                break
+            self._evict_oldest(f"{free >> 20} MiB of memory are available")
+            gc.collect()  # give the evicted networks' memory back before measuring again
+        if len(self.pipelines) < loaded:
+            gc.collect()
+
+    def _evict_oldest(self, why: str) -> None:
+        old, _ = self.pipelines.popitem(last=False)
+        if self.say is not None:
+            self.say(f"unloading {old}: {why}")
 
     def run(self, work, callback=None) -> Iterator:
         """Generate each ``(job, ks)`` in turn; a failure ends only its own job.
         ``callback(job, k, step, steps, latents)`` hears every denoising step."""
-        from .jobs import JobFailure
+        from .work import JobFailure
 
         for job, ks in work:
             remaining = set(ks)
@@ -160,7 +234,7 @@ class RayExecutor:
         """Hand batches to idle actors and yield images as they come back."""
         from ray.util import ActorPool
 
-        from .jobs import JobFailure
+        from .work import JobFailure
 
         tasks = []
         for job, ks in work:

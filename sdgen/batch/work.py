@@ -1,0 +1,123 @@
+"""The units of a batch as plain data: a job, its output options, a planned image, a
+failure and a plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import GenerationConfig
+from .naming import NAME_TEMPLATE
+
+#: Exit status of a run that finished but could not make every image.
+EXIT_SOME_FAILED = 3
+
+
+@dataclass(frozen=True)
+class Job:
+    """One prompt's worth of work: a config (its seed may be unset) and a model name."""
+
+    config: GenerationConfig
+    model: str
+    line_number: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where images go and what happens to existing ones.
+
+    out: one file for a single image; with several, ``NAME-0.png``, ``NAME-1.png``, ...
+    outdir: the folder for templated names when ``out`` is not given [outputs].
+    name_template: ``str.format`` template for names in ``outdir`` [NAME_TEMPLATE].
+    overwrite: replace existing files that were made with other settings [False].
+    force: regenerate every image, even those an earlier run finished [False].
+    grid: also save one image showing all images of the run [False].
+    shard: (K, N): make only the images whose index is K-1 modulo N [(1, 1)].
+    """
+
+    outdir: Path = Path("outputs")
+    out: Path | None = None
+    name_template: str = NAME_TEMPLATE
+    overwrite: bool = False
+    force: bool = False
+    grid: bool = False
+    shard: tuple[int, int] = (1, 1)
+
+    @property
+    def folder(self) -> Path:
+        """The folder that holds the manifest: where ``out`` points, or ``outdir``."""
+        return self.out.parent if self.out is not None else self.outdir
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """Image ``k`` of ``job`` (whose config has its seed set), number ``index`` of the
+    run. ``done``: an earlier run made it with the same parameters; ``recover``: its PNG
+    is finished but its manifest line was lost (a kill between the two). ``sha256``: the
+    finished file's hash, when ``done``."""
+
+    index: int
+    k: int
+    job: Job
+    path: Path
+    done: bool = False
+    recover: bool = False
+    sha256: str | None = None
+
+    @property
+    def seed(self) -> int | None:
+        """The image's seed: the job's plus ``k`` (None while the plan has not chosen
+        the job's seed yet)."""
+        seed = self.job.config.seed
+        return None if seed is None else seed + self.k
+
+    def parameters(self) -> dict:
+        """The image's manifest fields, from every identity contributor."""
+        from .identity import parameters
+
+        return parameters(self)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A line or an image that could not be made, and why."""
+
+    message: str
+    line_number: int | None = None
+    indices: tuple[int, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many images this failure costs (a bad line counts as one)."""
+        return max(1, len(self.indices))
+
+    def __str__(self) -> str:
+        where = []
+        if self.line_number is not None:
+            where.append(f"line {self.line_number}")
+        if self.indices:
+            noun = "image" if len(self.indices) == 1 else "images"
+            where.append(f"{noun} {', '.join(str(i) for i in self.indices)}")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+@dataclass
+class Plan:
+    """Every image of a run (of this shard), the lines and images already known to fail,
+    and where the grid goes (None: no grid)."""
+
+    images: list[PlannedImage]
+    failures: list[Failure] = field(default_factory=list)
+    grid_path: Path | None = None
+
+    @property
+    def todo(self) -> list[PlannedImage]:
+        return [image for image in self.images if not image.done]
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """What an executor yields for images ``ks`` of a job that could not be made."""
+
+    ks: list[int]
+    message: str
