@@ -368,7 +368,8 @@ def test_fused_guided_step_equals_raw_predictions_combined_in_the_pipeline(tiny_
     assert fused.guided is not None and per_row.guided is None
     rng = np.random.default_rng(1)
     latents = np.repeat(rng.standard_normal((1, 16, 16, 4)).astype(np.float32), 2, 0)
-    t_emb = np.repeat(rng.standard_normal((1, 320)).astype(np.float32), 2, 0)
+    width = tiny_pipeline.family.timestep_embedding_dim
+    t_emb = np.repeat(rng.standard_normal((1, width)).astype(np.float32), 2, 0)
     contexts = rng.standard_normal((2, 77, 64)).astype(np.float32)
     guided = fused.guided(latents, t_emb, contexts, np.float32(7.5))
     combined = combine(*np.split(fused.denoise(latents, t_emb, contexts), 2), 7.5)

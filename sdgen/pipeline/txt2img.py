@@ -74,6 +74,7 @@ class Pipeline:
 
     def _setup(self, spec, tokenizer, backend, device) -> None:
         self.spec = spec
+        self.family = family_of(spec)
         self.tokenizer = tokenizer
         self.backend = backend
         self.device = device
@@ -180,7 +181,7 @@ class Pipeline:
 
     def encode(self, negative_prompt: str, prompt: str) -> Conditioning:
         """The text stage: both prompts' states, (1, 77, C) each."""
-        pad = family_of(self.spec).pad_token
+        pad = self.family.pad_token
         return encode_conditioning(
             self.tokenizer, self.backend.encode, negative_prompt, prompt, pad
         )
@@ -191,7 +192,7 @@ class Pipeline:
         latents = latents * np.float32(run.init_noise_sigma)
         batch = len(latents)
         scale = None if config.guidance_scale == 1.0 else config.guidance_scale
-        t_dim = family_of(self.spec).timestep_embedding_dim
+        t_dim = self.family.timestep_embedding_dim
 
         def networks(context_length: int):
             return self.backend.networks(NetworkSignature(height, width, context_length))
