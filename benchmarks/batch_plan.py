@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -44,7 +45,7 @@ from sdgen.output.png import png_bytes
 class _NoExecutor:
     """A resume has nothing to make; an executor that is asked anyway fails loudly."""
 
-    load_seconds: dict = {}
+    load_seconds: ClassVar[dict] = {}
 
     def run(self, work, callback=None):
         if work:

@@ -31,7 +31,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 PROMPT = "photograph of an astronaut riding a horse"
 PUBLISHED_MS_PER_STEP = 158  # KerasCV, A100, XLA + mixed precision, batch 3

@@ -55,9 +55,12 @@ lint() {
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
 }
-# pytest's exit status 5 (nothing selected, e.g. with -k or -m "not slow") is fine here
+# pytest's exit status 5 (nothing selected, e.g. with -k or -m "not slow") is fine here.
+# Plain `pytest` runs only the fast suite (tests/conftest.py); here every test runs, in
+# the lane SDGEN_TEST_LANE names [all].
 pytest_run() {
-    .venv/bin/python -m pytest --durations=25 "$@" || [ $? -eq 5 ]
+    SDGEN_TEST_LANE=${SDGEN_TEST_LANE:-all} .venv/bin/python -m pytest --durations=25 "$@" ||
+        [ $? -eq 5 ]
 }
 
 phase install install

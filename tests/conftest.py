@@ -44,17 +44,43 @@ def hermetic(tmp_path, monkeypatch):
     return work
 
 
-def pytest_collection_modifyitems(config, items):
-    """``SDGEN_TEST_LANE=light`` runs only the tests not marked ``full_size``, ``heavy``
-    only those (scripts/test.sh runs the two lanes side by side); other -m and -k
-    selections still apply."""
+#: What a lane runs: plain ``pytest`` the fast suite; scripts/test.sh both lanes.
+LANES = {
+    "fast": lambda item: (
+        not (item.get_closest_marker("slow") or item.get_closest_marker("full_size"))
+    ),
+    "light": lambda item: item.get_closest_marker("full_size") is None,
+    "heavy": lambda item: item.get_closest_marker("full_size") is not None,
+    "all": lambda item: True,
+}
+
+
+def _lane(config) -> str:
+    """``$SDGEN_TEST_LANE``; without it, the fast suite, unless ``-m`` chooses."""
     lane = os.environ.get("SDGEN_TEST_LANE")
-    if lane not in ("light", "heavy"):
-        return
+    if lane is None:
+        return "all" if config.getoption("markexpr") else "fast"
+    if lane not in LANES:
+        raise pytest.UsageError(f"SDGEN_TEST_LANE={lane!r}: choose one of {', '.join(LANES)}")
+    return lane
+
+
+def pytest_report_header(config):
+    lane = _lane(config)
+    if lane == "fast":
+        return "lane: fast (slow and full_size tests deselected; scripts/test.sh runs every test)"
+    return f"lane: {lane}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Plain ``pytest`` runs the fast suite: no test marked ``slow`` or ``full_size``.
+    ``SDGEN_TEST_LANE=light`` runs every test not marked ``full_size``, ``heavy`` only
+    those (scripts/test.sh runs the two lanes side by side), ``all`` everything; other
+    -m and -k selections still apply."""
+    keep_item = LANES[_lane(config)]
     keep, drop = [], []
     for item in items:
-        heavy = item.get_closest_marker("full_size") is not None
-        (keep if heavy == (lane == "heavy") else drop).append(item)
+        (keep if keep_item(item) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

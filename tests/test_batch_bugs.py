@@ -7,6 +7,7 @@ import gc
 import re
 import weakref
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from conftest import FAST, pixels
@@ -57,7 +58,7 @@ def test_contact_sheet_shows_images_in_sub_folders(run_cli, hermetic):
 class _Executor:
     """Stands in for a real executor: images of random pixels, one by one."""
 
-    load_seconds: dict = {}
+    load_seconds: ClassVar[dict] = {}
 
     def __init__(self):
         self.made = []

@@ -53,7 +53,7 @@ def test_at_most_max_pipelines_are_kept_least_recently_used_first_out():
 def test_models_are_evicted_while_memory_is_short():
     messages = []
     free = {"bytes": 100 * GIB}  # read afresh before each eviction
-    executor, loader = _executor(free=lambda: free["bytes"], max_pipelines=5, messages=messages)
+    executor, _ = _executor(free=lambda: free["bytes"], max_pipelines=5, messages=messages)
     for model in "abc":
         executor.pipeline(model)
     assert list(executor.pipelines) == ["a", "b", "c"]

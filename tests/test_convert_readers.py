@@ -167,7 +167,7 @@ def test_diffusers_folder_needs_all_components(tmp_path):
 
     (tmp_path / "unet").mkdir()
     save_file(_small_state(), str(tmp_path / "unet" / "diffusion_pytorch_model.safetensors"))
-    with pytest.raises(CheckpointError, match="vae, text_encoder|text_encoder, vae"):
+    with pytest.raises(CheckpointError, match=r"vae, text_encoder|text_encoder, vae"):
         read_checkpoint(tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()

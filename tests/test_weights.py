@@ -328,7 +328,7 @@ def test_weights_dir_for_a_model_without_files_uses_keras_cv_names(env, tmp_path
     folder = tmp_path / "mine"
     folder.mkdir()
     assert resolve_weights(model_spec()) == {}
-    with pytest.raises(WeightsError, match="kcv_encoder.h5"):
+    with pytest.raises(WeightsError, match=r"kcv_encoder\.h5"):
         resolve_weights(model_spec(), weights_dir=folder)
     for name in ("kcv_encoder.h5", "kcv_diffusion_model.h5", "kcv_decoder.h5"):
         (folder / name).write_bytes(b"x")

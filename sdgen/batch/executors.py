@@ -166,7 +166,7 @@ class LocalExecutor:
                     yield job, image
             except SdgenError as error:
                 yield job, JobFailure(sorted(remaining), str(error))
-            except Exception as error:  # noqa: BLE001 - a bug fails its job, not the run
+            except Exception as error:
                 yield (
                     job,
                     JobFailure(sorted(remaining), f"unexpected {type(error).__name__}: {error}"),
@@ -220,7 +220,7 @@ class RayExecutor:
             _check_reachable(self.address)
             try:
                 ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-            except Exception as error:  # noqa: BLE001 - Ray raises several kinds
+            except Exception as error:
                 raise SdgenError(f"cannot connect to Ray at {self.address}: {error}") from error
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
@@ -269,7 +269,7 @@ def _ordered_results(pool, submit, items):
     while pool.has_next():
         try:
             yield pool.get_next()
-        except Exception as error:  # noqa: BLE001 - reported as that task's failure
+        except Exception as error:
             yield error
 
 

@@ -159,6 +159,11 @@ def _parse_a1111(text: str) -> dict:
         words = shlex.split(text)
     except ValueError as error:  # "No closing quotation", "No escaped character"
         raise _LineError(f"cannot split the line into words: {error}") from None
+    return _typed_a1111_settings(_a1111_values(words))
+
+
+def _a1111_values(words: list[str]) -> dict[str, str]:
+    """``{tag: value}`` of a line's words; a value runs to the next ``--tag``."""
     values: dict[str, str] = {}
     position = 0
     while position < len(words):
@@ -178,7 +183,12 @@ def _parse_a1111(text: str) -> dict:
         if not parts:
             raise _LineError(f"--{tag} needs a value")
         values[tag] = " ".join(parts)  # a repeated tag: the last one wins, as in A1111
+    return values
 
+
+def _typed_a1111_settings(values: dict[str, str]) -> dict:
+    """Tag values as ``GenerationConfig`` settings: numbers checked, AUTOMATIC1111's
+    seed -1 as a random seed, ``n_iter`` x ``batch_size`` as the number of images."""
     settings: dict = {}
     for tag, value in values.items():
         key, kind = A1111_TAGS[tag]

@@ -57,12 +57,7 @@ def run(
     folder = output.folder
     for failure in the_plan.failures:
         yield Failed(failure)
-    for image in the_plan.images:
-        if image.done:
-            record = _record(image, image.sha256, executor, None, output)
-            if image.recover:
-                append_manifest(folder, record, output.shard)
-            yield Saved(image, record, skipped=True)
+    yield from _already_made(the_plan, output, executor)
     _remove_stale_temporaries(the_plan.todo)
     by_job: dict[int, list[PlannedImage]] = {}
     for image in the_plan.todo:
@@ -103,15 +98,31 @@ def run(
             on_saved(folder)
         yield Saved(target, record)
     if the_plan.grid_path is not None:
-        # in the run's order, whichever images this run made and which an earlier one did
-        pixels = [
-            made[image.index] if image.index in made else _read_pixels(image.path)
-            for image in the_plan.images
-            if image.index in made or image.done
-        ]
-        if pixels:
-            data = png_bytes(grid_image(pixels), "sdgen grid")
-            write_atomically(the_plan.grid_path, data, overwrite=True)
+        _write_grid(the_plan, made)
+
+
+def _write_grid(the_plan: Plan, made: dict) -> None:
+    """The grid of the run, in the run's order: whichever images this run made (their
+    pixels in ``made``) and those an earlier one did (read back)."""
+    pixels = [
+        made[image.index] if image.index in made else _read_pixels(image.path)
+        for image in the_plan.images
+        if image.index in made or image.done
+    ]
+    if pixels:
+        data = png_bytes(grid_image(pixels), "sdgen grid")
+        write_atomically(the_plan.grid_path, data, overwrite=True)
+
+
+def _already_made(the_plan: Plan, output: OutputOptions, executor) -> Iterator[Saved]:
+    """A skipped ``Saved`` for each image an earlier run made, writing the manifest line
+    of any whose line a kill lost."""
+    for image in the_plan.images:
+        if image.done:
+            record = _record(image, image.sha256, executor, None, output)
+            if image.recover:
+                append_manifest(output.folder, record, output.shard)
+            yield Saved(image, record, skipped=True)
 
 
 def _remove_stale_temporaries(images: list[PlannedImage]) -> None:

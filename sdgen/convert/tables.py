@@ -172,7 +172,7 @@ def text_encoder_v2_params(widths: Widths = SD2_WIDTHS) -> list[Param]:
     return w.params
 
 
-def diffusion_model_params(
+def diffusion_model_params(  # noqa: C901 (the U-Net's table follows its blocks level by level, as keras_cv builds them)
     widths: Widths = SD1_WIDTHS, linear_projection: bool = False
 ) -> list[Param]:
     """keras_cv ``DiffusionModel`` (SD 1.x U-Net) weights, in keras order; with

@@ -11,6 +11,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     """Rebuilds a torch state-dict pickle with NumPy arrays; refuses any other callable."""
 
     #: Names that carry metadata but no tensor; they become :class:`_Opaque`.
-    OPAQUE = {
+    OPAQUE: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
         ("numpy", "dtype"),

@@ -253,7 +253,7 @@ def unet_on_layers(diffusion_model, signature: NetworkSignature):
         raise ModelError(
             f"the U-Net takes {built.in_channels} input channels, not {signature.in_channels}"
         )
-    latent, t_emb, context = (tuple(t.shape[1:]) for t in diffusion_model.inputs)
+    _, t_emb, context = (tuple(t.shape[1:]) for t in diffusion_model.inputs)
     shapes = [signature.latent_shape, t_emb, (signature.context_length, context[-1])]
     return on_layers(diffusion_model, shapes)
 

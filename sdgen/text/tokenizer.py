@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import itertools
 from functools import cache
 from pathlib import Path
 
@@ -80,7 +81,7 @@ class ClipTokenizer:
         if word not in self._words:
             parts = [*word[:-1], word[-1] + "</w>"]
             while len(parts) > 1:
-                pairs = {(a, b) for a, b in zip(parts, parts[1:], strict=False)}
+                pairs = set(itertools.pairwise(parts))
                 best = min(pairs, key=lambda pair: self._ranks.get(pair, len(self._ranks)))
                 if best not in self._ranks:
                     break

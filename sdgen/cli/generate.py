@@ -1,0 +1,282 @@
+"""``sdgen generate`` (also ``sdgen PROMPT``): its options, translated into a
+:class:`sdgen.service.GenerateRequest`, and the report of what the service did."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from ..batch.executors import LoadOptions
+from ..batch.run import Failed
+from ..batch.work import OutputOptions
+from ..config import AUTO_BATCH, load_preset, preset_names
+from ..errors import SdgenError
+from ..registry import model_specs
+from ..runtimes import RUNTIMES
+from ..service import GenerateRequest, start_generation
+from .report import download_progress, reporter, step_progress, tensorflow_logs
+
+
+def _apply_preset(ctx: click.Context, _param, value):
+    """Eager ``--config``: fill click's default_map so explicit flags still win."""
+    if value is None:
+        return value
+    allowed = {p.name for p in ctx.command.params if p.name not in _NOT_IN_PRESETS}
+    try:
+        settings = load_preset(value, allowed)
+    except SdgenError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=_param) from error
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+    return value
+
+
+_NOT_IN_PRESETS = {
+    "prompt",
+    "config",
+    "debug",
+    "prompts_file",
+    "out",
+    "shard",
+    "ray_address",
+    "checkpoint",
+}
+
+
+def _parse_shard(_ctx, _param, value):
+    if value is None:
+        return (1, 1)
+    try:
+        k, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not K/N, e.g. 1/4") from None
+    if not 1 <= k <= n:
+        raise click.BadParameter(
+            f"{value!r}: K counts from 1 to N (e.g. 1/2 and 2/2), so 1 <= K <= N"
+        )
+    return (k, n)
+
+
+def _parse_batch_size(_ctx, _param, value):
+    if value is None or isinstance(value, int) or value == AUTO_BATCH:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a whole number or '{AUTO_BATCH}'") from None
+
+
+@click.command()
+@click.argument("prompt", required=False)
+@click.option(
+    "--prompts-file",
+    type=click.Path(path_type=Path),
+    help="Read requests from a UTF-8 file, one per line: a plain prompt, AUTOMATIC1111's '--prompt ... --steps 30' syntax, or a JSON object; blank lines and # comments are skipped.",
+)
+@click.option("--negative-prompt", default="", show_default=False, help="What to steer away from.")
+@click.option("--steps", type=int, default=50, show_default=True, help="Denoising steps (>= 1).")
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed of the first image; image k uses seed+k.  [default: random, always printed and recorded]",
+)
+@click.option(
+    "--guidance-scale",
+    type=float,
+    default=7.5,
+    show_default=True,
+    help="Classifier-free guidance scale (>= 0; 1 turns guidance off).",
+)
+@click.option(
+    "--width",
+    type=int,
+    default=None,
+    help="Width in pixels, a multiple of 64.  [default: the model's, 512 for sd-v1.4]",
+)
+@click.option(
+    "--height",
+    type=int,
+    default=None,
+    help="Height in pixels, a multiple of 64.  [default: the model's, 512 for sd-v1.4]",
+)
+@click.option("--num-images", type=int, default=1, show_default=True, help="Images per prompt.")
+@click.option(
+    "--batch-size",
+    default="1",
+    show_default=True,
+    callback=_parse_batch_size,
+    help="Images denoised together; changes speed and memory, never pixels. 'auto': as many "
+    "as free GPU memory holds (1 on a CPU, where bigger batches are slower).",
+)
+@click.option(
+    "--sampler",
+    default="ddim",
+    show_default=True,
+    help="Sampler: ddim, euler, euler-a, dpmpp-2m or dpmpp-2m-karras (AUTOMATIC1111 labels such as 'Euler a' work too).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Output PNG for one image; with several, NAME-0.png, NAME-1.png, ... are derived from it.",
+)
+@click.option(
+    "--outdir",
+    type=click.Path(path_type=Path),
+    default=Path("outputs"),
+    show_default=True,
+    help="Output folder when --out is not given; files are named INDEX-SEED-SLUG.png.",
+)
+@click.option("--grid", is_flag=True, help="Also save one PNG showing all images of the run.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace existing files that sdgen did not make with these settings, instead of refusing.",
+)
+@click.option(
+    "--force", is_flag=True, help="Regenerate every image, even those an earlier run made."
+)
+@click.option(
+    "--name-template",
+    default="{index:05d}-{seed}-{slug}.png",
+    show_default=True,
+    help="File names in --outdir; fields: index, seed, slug, line, k, model, sampler, steps, width, height.",
+)
+@click.option(
+    "--shard",
+    callback=_parse_shard,
+    metavar="K/N",
+    help="Make only shard K of N (K from 1), for job arrays: image i is in shard (i mod N) + 1.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on Ray: a local instance, or the cluster at ADDRESS (HOST:PORT, ray://HOST:10001 or auto). Needs the ray extra.",
+)
+@click.option(
+    "--ray-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray actors to start.  [default: one per GPU of the cluster, else one per 2 CPUs]",
+)
+@click.option(
+    "--model", default="sd-v1.4", show_default=True, help=f"Model: {', '.join(model_specs())}."
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Use an SD 1.x/2.x .safetensors/.ckpt file or diffusers folder directly; it is converted into the model store on first use.",
+)
+@click.option(
+    "--weights",
+    "weights_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder with kcv_encoder.h5, kcv_diffusion_model.h5 and kcv_decoder.h5.",
+)
+@click.option(
+    "--offline", is_flag=True, help="Never download; fail with the name of a missing file."
+)
+@click.option(
+    "--xla/--no-xla", default=None, help="Compile with XLA.  [default: on for GPU, off for CPU]"
+)
+@click.option(
+    "--mixed-precision/--no-mixed-precision",
+    default=None,
+    help="Run in mixed_float16.  [default: on for GPUs with compute capability 7.0+, off for CPU]",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=lambda: os.environ.get("SDGEN_RUNTIME", "tensorflow"),
+    show_default="tensorflow, or $SDGEN_RUNTIME",
+    help="What runs the networks: TensorFlow, or OpenVINO on the CPU (faster; converts each model and size once into the cache; needs the openvino extra).",
+)
+@click.option(
+    "--config",
+    callback=_apply_preset,
+    is_eager=True,
+    expose_value=False,
+    metavar="NAME|PATH",
+    help=f"Preset from configs/*.toml ({', '.join(preset_names())}) or a .toml file; explicit flags win.",
+)
+@click.option("--quiet", is_flag=True, help="Print nothing but errors (and --json).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
+def generate(prompt, prompts_file, quiet, as_json, debug, **options):
+    """Generate images for PROMPT (or every line of --prompts-file).
+
+    Runs are resumable: images that an earlier run already made with the same settings
+    are skipped. A run where some images failed exits with 3.
+    """
+    say = reporter(quiet)
+    request = GenerateRequest(
+        prompt=prompt,
+        prompts_file=prompts_file,
+        settings={key: options[key] for key in _CONFIG_OPTIONS},
+        model=options["model"],
+        checkpoint=options["checkpoint"],
+        output=OutputOptions(
+            outdir=options["outdir"],
+            out=options["out"],
+            name_template=options["name_template"],
+            overwrite=options["overwrite"],
+            force=options["force"],
+            grid=options["grid"],
+            shard=options["shard"],
+        ),
+        load=LoadOptions(
+            weights_dir=options["weights_dir"],
+            offline=options["offline"],
+            xla=options["xla"],
+            mixed_precision=options["mixed_precision"],
+            runtime=options["runtime"],
+        ),
+        ray_address=options["ray_address"],
+        ray_workers=options["ray_workers"],
+    )
+    with tensorflow_logs(debug, options["runtime"]):
+        generation = start_generation(
+            request,
+            say=say,
+            progress=lambda images, steps: step_progress(quiet, images, steps),
+            download_progress=None if quiet else download_progress(),
+        )
+    if generation.already_made:
+        say(f"{generation.already_made} image(s) already made by an earlier run: skipped")
+    summary = generation.summary
+    with tensorflow_logs(debug, options["runtime"]):
+        for event in generation.events():
+            if isinstance(event, Failed):
+                click.echo(f"Error: {event.failure}", err=True)
+            elif not event.skipped:
+                say(
+                    f"[{event.image.index + 1}/{summary.total}] {event.image.path}  "
+                    f"seed {event.record['seed']}  {event.record['seconds']:.1f} s"
+                )
+    if summary.grid is not None:
+        say(f"grid {summary.grid}")
+    if prompts_file is not None or summary.skipped or (summary.failed and summary.done):
+        say(f"done {summary.done}, skipped {summary.skipped}, failed {summary.failed}")
+    if as_json:
+        click.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2))
+    if summary.exit_code:
+        raise SystemExit(summary.exit_code)
+
+
+_CONFIG_OPTIONS = (
+    "negative_prompt",
+    "steps",
+    "guidance_scale",
+    "width",
+    "height",
+    "seed",
+    "num_images",
+    "batch_size",
+    "sampler",
+)

@@ -1,0 +1,241 @@
+"""The service layer: a generate request in; jobs planned, run, and summed up.
+
+The CLI (and later a server) only translates its options into a ``GenerateRequest``
+and reports what a ``Generation`` yields. The rules live here: which jobs a request
+makes, what is refused before any weights load, where images are made, and which exit
+status a run ends with.
+
+    request = GenerateRequest(prompt="a red apple", model="tiny", settings={"steps": 4})
+    generation = start_generation(request)
+    for event in generation.events():  # Saved or Failed, as images finish
+        ...
+    summary = generation.summary
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .batch.executors import LoadOptions
+from .batch.run import Failed, Saved
+from .batch.work import EXIT_SOME_FAILED, Failure, Job, OutputOptions, Plan
+from .catalog import get_model_spec
+from .config import GenerationConfig
+from .errors import SdgenError, UsageError
+
+#: ``say(message)``: one progress line for a person (the CLI prints it on stderr).
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Everything one ``sdgen generate`` asks for.
+
+    prompt / prompts_file: exactly one of them.
+    settings: ``GenerationConfig`` fields for every image (a prompts-file line's own
+        values win).
+    model: the model's name; ``checkpoint``: a checkpoint file or folder to use instead,
+        converted into the store on first use.
+    output, load: where images go, and how models are loaded.
+    ray_address, ray_workers: run on Ray (``"local"`` starts a local instance).
+    """
+
+    prompt: str | None = None
+    prompts_file: Path | None = None
+    settings: Mapping[str, object] = field(default_factory=dict)
+    model: str = "sd-v1.4"
+    checkpoint: Path | None = None
+    output: OutputOptions = field(default_factory=OutputOptions)
+    load: LoadOptions = field(default_factory=LoadOptions)
+    ray_address: str | None = None
+    ray_workers: int | None = None
+
+
+@dataclass
+class Summary:
+    """What a run did, for the report and ``--json``."""
+
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    records: list[dict] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    grid: Path | None = None
+    load_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    device: object | None = None  # the DeviceSettings of the first model loaded
+
+    @property
+    def exit_code(self) -> int:
+        """0; 1 when every image failed; ``EXIT_SOME_FAILED`` when only some did."""
+        if not self.failed:
+            return 0
+        return EXIT_SOME_FAILED if self.done or self.skipped else 1
+
+    def as_json(self) -> dict:
+        summary = {
+            "version": __version__,
+            "done": self.done,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "models": self.models,
+            "load_seconds": {k: round(v, 3) for k, v in self.load_seconds.items()},
+            "total_seconds": round(self.seconds, 3),
+            "grid": str(self.grid) if self.grid else None,
+            "images": self.records,
+        }
+        if self.device is not None:
+            summary.update(
+                device=self.device.device,
+                runtime=self.device.runtime,
+                xla=self.device.xla,
+                mixed_precision=self.device.mixed_precision,
+            )
+        return summary
+
+
+def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Job], list[Failure]]:
+    """The jobs of ``request`` and the prompts-file lines that could not become one.
+
+    A bad single prompt raises (``SdgenError``); a bad line of a prompts file becomes a
+    ``Failure`` naming its line, so the other lines still run."""
+    if (request.prompt is None) == (request.prompts_file is None):
+        raise UsageError("give either a PROMPT or --prompts-file, not both or neither")
+    if request.load.runtime == "openvino":  # refuse before any work, not per image
+        from .runtimes.openvino import check_options
+
+        check_options(request.load.xla, request.load.mixed_precision)
+    model = request.model
+    if request.checkpoint is not None:
+        from .store import checkpoint_model
+
+        if say is not None:
+            say(f"using checkpoint {request.checkpoint} ...")
+        model = checkpoint_model(request.checkpoint).name
+    settings = dict(request.settings)
+    if request.prompts_file is None:
+        job = Job(GenerationConfig(prompt=request.prompt, **settings), model)
+        get_model_spec(model)
+        _check_prompts(job)
+        return [job], []
+    from .batch.prompts_file import read_prompts_file
+
+    jobs, failures = [], []
+    for line in read_prompts_file(request.prompts_file):
+        if line.error:
+            failures.append(Failure(line.error.split(": ", 1)[1], line.line_number))
+            continue
+        overrides = {**settings, **line.overrides}
+        line_model = overrides.pop("model", model)
+        try:
+            job = Job(
+                GenerationConfig(prompt=line.prompt, **overrides), line_model, line.line_number
+            )
+            get_model_spec(line_model)
+            _check_prompts(job)
+        except SdgenError as error:
+            failures.append(Failure(str(error), line.line_number))
+            continue
+        jobs.append(job)
+    return jobs, failures
+
+
+def _check_prompts(job: Job) -> None:
+    """Refuse a prompt the text encoder cannot take before any weights load."""
+    from .text.tokenizer import encode_prompt, load_tokenizer
+
+    tokenizer = load_tokenizer()
+    encode_prompt(tokenizer, job.config.prompt)
+    encode_prompt(tokenizer, job.config.negative_prompt, "negative prompt")
+
+
+def make_executor(request: GenerateRequest, say: Say | None = None, download_progress=None):
+    """Where images are made: this process, or Ray actors."""
+    if request.ray_address is not None:
+        from .batch.executors import RayExecutor
+
+        if say is not None:
+            say(f"starting Ray ({request.ray_address}) ...")
+        return RayExecutor(request.load, address=request.ray_address, workers=request.ray_workers)
+    from .batch.executors import LocalExecutor
+
+    return LocalExecutor(request.load, say=say, download_progress=download_progress)
+
+
+@dataclass
+class Generation:
+    """A planned request: iterate ``events()`` once to make its images; ``summary`` is
+    complete when they end. The contact sheet of the output folder is kept up to date
+    as images are saved (not for ``--out``, a single named file)."""
+
+    plan: Plan
+    output: OutputOptions
+    executor: object
+    progress: Callable | None = None
+    started: float = field(default_factory=time.perf_counter)
+    summary: Summary = field(default_factory=Summary)
+
+    @property
+    def already_made(self) -> int:
+        return len(self.plan.images) - len(self.plan.todo)
+
+    def events(self) -> Iterator[Saved | Failed]:
+        from .batch.run import run
+
+        summary = self.summary
+        summary.total = len(self.plan.images)
+        summary.models = sorted({image.job.model for image in self.plan.images})
+        sheet = None
+        if self.output.out is None:
+            from .output.contact_sheet import ContactSheet
+
+            sheet = ContactSheet(self.output.outdir)
+        try:
+            on_saved = None if sheet is None else (lambda _folder: sheet.update())
+            for event in run(self.plan, self.output, self.executor, self.progress, on_saved):
+                if isinstance(event, Failed):
+                    summary.failed += event.failure.count
+                else:
+                    record = {**event.record, "path": str(event.image.path)}
+                    summary.records.append({**record, "skipped": event.skipped})
+                    summary.skipped += event.skipped
+                    summary.done += not event.skipped
+                yield event
+        finally:
+            self.executor.close()
+        if sheet is not None and summary.records:  # also when every image was there
+            sheet.update()
+        if self.plan.grid_path is not None and summary.records:
+            summary.grid = self.plan.grid_path
+        summary.load_seconds = dict(self.executor.load_seconds)
+        devices = [p.device for p in getattr(self.executor, "pipelines", {}).values()]
+        summary.device = devices[0] if devices else None
+        summary.seconds = time.perf_counter() - self.started
+
+
+def start_generation(
+    request: GenerateRequest,
+    *,
+    say: Say | None = None,
+    progress: Callable[[int, int], Callable] | None = None,
+    download_progress=None,
+) -> Generation:
+    """Read, check and plan ``request`` (nothing is loaded yet) and choose its executor.
+
+    progress: ``progress(images, steps)`` makes the step callback for the run, or None.
+    """
+    from .batch.plan import plan
+
+    started = time.perf_counter()
+    jobs, failures = read_jobs(request, say)
+    the_plan = plan(jobs, request.output, failures)
+    executor = make_executor(request, say, download_progress)
+    todo = the_plan.todo
+    steps = max((image.job.config.steps for image in todo), default=1)
+    callback = progress(len(todo), steps) if progress is not None else None
+    return Generation(the_plan, request.output, executor, callback, started)
