@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections.abc
 
 from ..errors import UsageError
+from ..families import FAMILIES
 from .detect import PREDICTION_TYPES, describe_family, detect
 from .mapping import map_weights
 from .readers import read_with_metadata
@@ -66,8 +67,8 @@ def convert_checkpoint(path, *, prediction_type: str | None = None) -> Converted
     info = describe_family(family, meta)
     if prediction_type is not None and prediction_type != info["prediction_type"]:
         info["prediction_type"] = prediction_type
-        if family == "sd-v2" and not (meta.get("unet_config") or {}).get("sample_size"):
-            info["default_size"] = 768 if prediction_type == "v_prediction" else 512
+        if not (meta.get("unet_config") or {}).get("sample_size"):
+            info["default_size"] = FAMILIES[family].size_for(prediction_type)
     weights = map_weights(tensors, layout, family, consume=True)
     del tensors
     return ConvertedCheckpoint(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..families import FAMILIES
 from .errors import NotACheckpointError, UnsupportedCheckpointError
 from .readers import shapes_with_metadata
 
@@ -19,8 +20,9 @@ _LDM_CONTEXT = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn
 _DIFFUSERS_CONTEXT = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
 
 
-#: The family of a U-Net by the width of its cross-attention context.
-_FAMILY_BY_CONTEXT = {768: "sd-v1", 1024: "sd-v2"}
+#: The family of a U-Net by the width of its cross-attention context (SD 1.x: 768,
+#: SD 2.x: 1024, tiny: 64); the weight tables then check every other shape.
+_FAMILY_BY_CONTEXT = {family.context_width: family.name for family in FAMILIES.values()}
 
 
 def detect(tensors: dict[str, np.ndarray]) -> tuple[str, str]:
@@ -100,7 +102,7 @@ def describe_family(family: str, meta: dict) -> dict:
             + " and ".join(PREDICTION_TYPES)
         )
     if prediction is None:
-        if family == "sd-v2" and meta.get("scheduler") is None:
+        if not FAMILIES[family].single_files_say_prediction and meta.get("scheduler") is None:
             # diffusers' heuristic for single files (convert_from_ckpt, single_file_utils)
             base = meta.get("global_step") == SD2_BASE_GLOBAL_STEP
             prediction = "epsilon" if base else "v_prediction"
@@ -110,7 +112,7 @@ def describe_family(family: str, meta: dict) -> dict:
     if isinstance(sample_size, int) and not isinstance(sample_size, bool) and sample_size > 0:
         size = sample_size * 8
     else:
-        size = 768 if family == "sd-v2" and prediction == "v_prediction" else 512
+        size = FAMILIES[family].size_for(prediction)
     return {"family": family, "prediction_type": prediction, "default_size": size}
 
 

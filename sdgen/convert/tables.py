@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..families import FAMILIES
 from ..networks.layouts import SD1_WIDTHS, SD2_WIDTHS, Widths
 
 
@@ -317,18 +318,23 @@ def decoder_params(widths: Widths = SD1_WIDTHS) -> list[Param]:
     return w.params
 
 
+_TEXT_TABLES = {"clip": text_encoder_params, "openclip": text_encoder_v2_params}
 #: Per family: the text encoder's table, whether the U-Net's SpatialTransformers project
-#: in and out with Dense layers, and the family's own widths.
+#: in and out with Dense layers, and the family's own widths (from its record).
 _FAMILIES = {
-    "sd-v1": (text_encoder_params, False, SD1_WIDTHS),
-    "sd-v2": (text_encoder_v2_params, True, SD2_WIDTHS),
+    family.name: (
+        _TEXT_TABLES[family.checkpoint_text],
+        family.attention.fully_connected,
+        family.widths,
+    )
+    for family in FAMILIES.values()
 }
 
 
 def family_tables(
     family: str, widths: Widths | None = None
 ) -> dict[str, Callable[[], list[Param]]]:
-    """The weight tables of ``family`` (``"sd-v1"`` or ``"sd-v2"``), by network
+    """The weight tables of ``family`` (``"sd-v1"``, ``"sd-v2"`` or ``"tiny"``), by network
     (``text_encoder``, ``diffusion_model``, ``decoder``), each a function that returns
     its :class:`Param` list; at ``widths``, or the family's own widths when ``None``."""
     if family not in _FAMILIES:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..families import FAMILIES
 from .errors import CheckpointError
 
 #: File names of the converted networks, the ``--weights DIR`` layout.
@@ -31,7 +32,8 @@ def _family_of_weights(weights) -> str:
         width = np.shape(weights["text_encoder"][0])[1]
     except (KeyError, IndexError, TypeError):
         return "sd-v1"
-    return {768: "sd-v1", 1024: "sd-v2"}.get(width, "sd-v1")
+    by_width = {family.widths.text: family.name for family in FAMILIES.values()}
+    return by_width.get(width, "sd-v1")
 
 
 def save_converted(converted, folder) -> Path:

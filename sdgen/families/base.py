@@ -19,6 +19,14 @@ class Family:
     attention: how the U-Net splits its attention into heads.
     pad_token: the token prompts are padded with: CLIP's end-of-text (SD 1.x), where SD
         2.x's OpenCLIP tokenizer pads with 0 (diffusers' SD 2 tokenizer config).
+    checkpoint_text: how checkpoints name the text encoder's tensors: ``clip`` (CLIP
+        ViT-L/14's names, SD 1.x) or ``openclip`` (OpenCLIP's, with fused q, k and v).
+    default_size: the image size a checkpoint of this family is made for, unless it
+        says otherwise; ``v_prediction_size`` that of its v-predicting checkpoints, when
+        they are made for another (SD 2.x: the 768-v model).
+    single_files_say_prediction: False when a single file does not say whether it
+        predicts epsilon or v (SD 2.x), so diffusers' rule decides (see
+        ``sdgen.convert.detect``).
     fill: for a family whose weights are generated rather than loaded (``tiny``), a
         function ``fill(model, seed)`` that sets every weight from a seed.
     """
@@ -29,6 +37,10 @@ class Family:
     text_activation: str
     attention: Attention
     pad_token: int = END_OF_TEXT
+    checkpoint_text: str = "clip"
+    default_size: int = 512
+    v_prediction_size: int | None = None
+    single_files_say_prediction: bool = True
     fill: object = field(default=None, repr=False, compare=False)
 
     @property
@@ -45,6 +57,12 @@ class Family:
     def first_level_heads(self) -> int:
         """The attention heads at the U-Net's widest level (the memory estimate's)."""
         return self.attention.split(self.widths.unet[0])[0]
+
+    def size_for(self, prediction_type: str) -> int:
+        """The default image size of this family's checkpoints predicting that way."""
+        if prediction_type == "v_prediction" and self.v_prediction_size is not None:
+            return self.v_prediction_size
+        return self.default_size
 
     def build(
         self,

@@ -12,4 +12,7 @@ SD2 = Family(
     text_activation="gelu",
     attention=Attention(heads=None, head_size=64, fully_connected=True),
     pad_token=0,
+    checkpoint_text="openclip",
+    v_prediction_size=768,
+    single_files_say_prediction=False,
 )

@@ -47,5 +47,6 @@ TINY = Family(
     text_heads=2,
     text_activation="quick_gelu",
     attention=Attention(heads=2),
+    default_size=128,
     fill=fill_deterministically,
 )
