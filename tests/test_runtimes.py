@@ -13,12 +13,13 @@ import pytest
 from conftest import only_line, png_files
 
 from sdgen.config import GenerationConfig
-from sdgen.families import Family
+from sdgen.families import FAMILIES, Family
 from sdgen.pipeline import load_pipeline
 from sdgen.pipeline.guidance import combine
 from sdgen.runtimes.signature import NetworkSignature
 
 SIZE = 128
+TINY = FAMILIES["tiny"]
 SIGNATURE = NetworkSignature(SIZE, SIZE)
 
 # the tests that share the converted networks of the module's cache run in one process
@@ -37,9 +38,11 @@ def openvino_pipeline(openvino_cache, monkeypatch):
 
 
 def inputs(seed=0, text_width=64):
+    """U-Net inputs for the tiny model: two rows (its timestep embedding is as wide as its
+    first U-Net level)."""
     rng = np.random.default_rng(seed)
     latents = rng.standard_normal((2, SIZE // 8, SIZE // 8, 4)).astype(np.float32)
-    t_emb = rng.standard_normal((2, 320)).astype(np.float32)
+    t_emb = rng.standard_normal((2, TINY.timestep_embedding_dim)).astype(np.float32)
     contexts = rng.standard_normal((2, 77, text_width)).astype(np.float32)
     return latents, t_emb, contexts
 
