@@ -6,7 +6,7 @@
 # The tests run in two lanes side by side, which keeps both cores busy: a heavy lane runs
 # the tests marked full_size one process after another (each takes up to 15 GB, so no
 # two ever run together), and beside it a light lane runs every other test in one
-# pytest run over $SDGEN_TEST_WORKERS processes [1] (pytest-xdist), whose log is printed
+# pytest run over $SDGEN_TEST_WORKERS processes [2] (pytest-xdist), whose log is printed
 # when it ends. At the end the script prints the wall time of every phase, and each
 # pytest run lists its 25 slowest tests, so slow creep shows in every log. To check on an
 # AVX-512 machine what an AVX2 machine would compute, run it under scripts/as-avx2 (see
@@ -79,7 +79,7 @@ end_to_end=tests/reference/test_import_end_to_end.py
 mkdir -p .test-logs
 (
     began=$SECONDS status=0
-    SDGEN_TEST_LANE=light pytest_run -n "${SDGEN_TEST_WORKERS:-1}" --dist loadgroup "$@" \
+    SDGEN_TEST_LANE=light pytest_run -n "${SDGEN_TEST_WORKERS:-2}" --dist loadgroup "$@" \
         > "$light_log" 2>&1 || status=$?
     echo $((SECONDS - began)) > .test-logs/light-lane.seconds
     exit "$status"

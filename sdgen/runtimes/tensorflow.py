@@ -23,11 +23,12 @@ class DeviceSettings:
 
     xla: compile the U-Net step and the decoder with XLA.
     mixed_precision: build the networks under the ``mixed_float16`` policy.
-    split_batch: call the U-Net once per row (unconditional and conditional rows
-        separately) inside one compiled step, instead of once on all 2B rows. On this
-        2-core CPU a batch of two costs more than two batches of one (2.04 s against
-        1.11 s per step at 256 px, 4.85 s against 4.54 s at 512 px), and single-row calls
-        make every image bitwise independent of its batch; GPUs want the fused call.
+    split_batch: call the compiled one-row U-Net once per row (unconditional and
+        conditional rows separately), instead of once on all 2B rows. On this 2-core CPU
+        a batch of two costs more than two batches of one (2.04 s against 1.11 s per step
+        at 256 px, 4.85 s against 4.54 s at 512 px), single-row calls make every image
+        bitwise independent of its batch, and one trace serves every batch size; GPUs
+        want the fused call.
     device: "CPU" or "GPU", for reports.
     runtime: "tensorflow" or "openvino", for reports.
     free_memory: bytes free on the GPU before sdgen loaded anything (None: unknown or a
@@ -166,10 +167,10 @@ class TensorFlowBackend:
         """``(denoise, guided)`` for one U-Net: raw predictions per row, and on the
         fused path (``split_batch`` off) the guided fast path as well.
 
-        split_batch (the CPU default): one compiled step calls the U-Net once per row
-        and returns the rows; the pipeline combines the guidance in NumPy. Bit for bit
-        what the combination in the compiled step gave, since both are the same three
-        float32 element-wise operations (checked on the tiny model for every sampler).
+        split_batch (the CPU default): the U-Net compiled for one row, called once per
+        row, and the rows returned; the pipeline combines the guidance in NumPy. One
+        trace serves every batch size (tracing a step that held 2B U-Net calls cost 5 s
+        per row for the tiny model, and a trace per batch size).
 
         Fused (GPUs): one U-Net call on all rows. ``guided`` keeps the guidance inside
         that one compiled (and with XLA fused) step, so the 2B predictions never leave
@@ -183,18 +184,21 @@ class TensorFlowBackend:
         def unet(latents, t_emb, contexts):
             return tf.cast(diffusion_model([latents, t_emb, contexts], training=False), tf.float32)
 
-        def rows(latents, t_emb, contexts):
-            if not split:
-                return unet(latents, t_emb, contexts)
-            batch = range(latents.shape[0])  # static: traced per batch size
-            return tf.concat(
-                [unet(latents[i : i + 1], t_emb[i : i + 1], contexts[i : i + 1]) for i in batch],
-                axis=0,
-            )
-
-        compiled_rows = self._function(rows)
+        compiled_rows = self._function(unet)
         if split:
-            return (lambda *arrays: np.asarray(compiled_rows(*arrays))), None
+
+            def one_by_one(latents, t_emb, contexts):
+                rows = range(len(latents))
+                return np.concatenate(
+                    [
+                        np.asarray(
+                            compiled_rows(latents[i : i + 1], t_emb[i : i + 1], contexts[i : i + 1])
+                        )
+                        for i in rows
+                    ]
+                )
+
+            return one_by_one, None
 
         def guided_step(latents, t_emb, contexts, guidance_scale):
             unconditional, conditional = tf.split(unet(latents, t_emb, contexts), 2)
