@@ -183,3 +183,26 @@ def pixels(path: Path):
 
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
+
+
+def assert_index_converts_as_map_weights(tensors: dict, weights: dict, index: dict) -> None:
+    """The name index against a whole conversion: every tensor of a checkpoint that is
+    not ignored is in ``index``; together they reach each keras weight of ``weights``
+    (``map_weights``' result) exactly once; and each tensor looked up and converted
+    alone is the array the whole conversion put at that place."""
+    import numpy as np
+
+    from sdgen.convert import is_ignored
+
+    used = [key for key in tensors if not is_ignored(key)]
+    assert [key for key in used if key not in index] == []
+    reached = sorted((slot.role, slot.position) for key in used for slot in index[key])
+    assert reached == sorted(
+        (role, i) for role, arrays in weights.items() for i in range(len(arrays))
+    )
+    for key in used:
+        for slot in index[key]:
+            assert slot.source == key
+            np.testing.assert_array_equal(
+                slot.to_keras(tensors[key]), weights[slot.role][slot.position], err_msg=key
+            )

@@ -69,19 +69,7 @@ def test_no_import_cycle():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
-    # a package's __init__ importing its own submodules, which import siblings through
-    # the package, is not a cycle of jobs; any other is
-    cycles = [cycle for cycle in cycles if not _within_one_init(cycle)]
     assert not cycles, "\n".join(cycles)
-
-
-def _within_one_init(cycle: str) -> bool:
-    names = cycle.split(" -> ")
-    heads = {name.rpartition(".")[0] for name in names} | set(names)
-    package = min(names, key=len)
-    return all(name == package or name.startswith(package + ".") for name in names) and (
-        package in heads
-    )
 
 
 def test_the_import_check_sees_a_cycle(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_index_converts_as_map_weights
 
 from sdgen.convert import (
     IGNORED_KEYS,
@@ -343,17 +344,7 @@ def test_name_index_covers_a_tiny_checkpoint_once_and_converts_as_map_weights(
 
     used = [key for key in tensors if not is_ignored(key)]
     assert len(used) == len(tensors) - 2  # the two ignored extras
-    assert [key for key in used if key not in index] == []
-    reached = sorted((slot.role, slot.position) for key in used for slot in index[key])
-    assert reached == sorted(
-        (role, i) for role, arrays in weights.items() for i in range(len(arrays))
-    )
-    for key in used:
-        for slot in index[key]:
-            assert slot.source == key
-            np.testing.assert_array_equal(
-                slot.to_keras(tensors[key]), weights[slot.role][slot.position], err_msg=key
-            )
+    assert_index_converts_as_map_weights(tensors, weights, index)
 
 
 def test_name_index_splits_openclip_in_proj_in_q_k_v_and_knows_old_names():

@@ -30,8 +30,9 @@ def _to_torch(value: np.ndarray, kind: str) -> np.ndarray:
     return value
 
 
-def tiny_checkpoint(path):
-    """The tiny model's weights as an SD 1.x single-file (LDM names) safetensors file."""
+def tiny_checkpoint(path) -> tuple[dict, int]:
+    """The tiny model's weights as an SD 1.x single-file (LDM names) safetensors file:
+    its tensors, and how many keras weights the three networks hold."""
     from safetensors.numpy import save_file
 
     spec = get_model_spec("tiny")
@@ -47,23 +48,24 @@ def tiny_checkpoint(path):
             _to_torch(weights[slot.role][slot.position], slot.param.kind)
         )
     save_file(tensors, str(path))
-    return tensors
+    return tensors, sum(len(arrays) for arrays in weights.values())
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """The checkpoint, written once for the module (building tiny takes seconds)."""
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.safetensors"
+    tensors, count = tiny_checkpoint(path)
+    return path, tensors, count
 
 
 @pytest.fixture
-def tiny_file(tmp_path):
-    path = tmp_path / "tiny.safetensors"
-    tiny_checkpoint(path)
-    return path
+def tiny_file(written):
+    return written[0]
 
 
-def test_every_weight_of_tiny_has_one_checkpoint_tensor(tmp_path):
-    tensors = tiny_checkpoint(tmp_path / "tiny.safetensors")
-    spec = get_model_spec("tiny")
-    count = sum(
-        len(family_of(spec).build(role, spec, 64, 64).weights)
-        for role in ("text_encoder", "diffusion_model", "decoder")
-    )
+def test_every_weight_of_tiny_has_one_checkpoint_tensor(written):
+    _, tensors, count = written
     assert len(tensors) == count
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_index_converts_as_map_weights
 
 from sdgen import convert
 from sdgen.networks import layouts
@@ -145,17 +146,7 @@ def test_name_index_finds_each_tensor_of_a_tiny_diffusers_folder_where_conversio
     )
     index = convert.name_index("diffusers", family, TINY)
 
-    used = [key for key in tensors if not convert.is_ignored(key)]
-    assert [key for key in used if key not in index] == []
-    reached = sorted((slot.role, slot.position) for key in used for slot in index[key])
-    assert reached == sorted(
-        (role, i) for role, arrays in weights.items() for i in range(len(arrays))
-    )
-    for key in used:
-        for slot in index[key]:
-            np.testing.assert_array_equal(
-                slot.to_keras(tensors[key]), weights[slot.role][slot.position], err_msg=key
-            )
+    assert_index_converts_as_map_weights(tensors, weights, index)
 
 
 @pytest.mark.slow
