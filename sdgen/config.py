@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError, PromptError
+from .text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_LABELS, EMPHASIS_MODES
 
 #: Largest seed accepted, as in AUTOMATIC1111 (seeds are unsigned 32-bit there).
 MAX_SEED = 2**32 - 1
@@ -33,7 +34,9 @@ PRESET_DIRS = (Path(__file__).parent / "configs", Path(__file__).parent.parent /
 class GenerationConfig:
     """One text-to-image request.
 
-    prompt: what to draw; must not be empty, at most 77 CLIP tokens.
+    prompt: what to draw; must not be empty. Any length: prompts longer than CLIP's 75
+        tokens are encoded in chunks (see :mod:`sdgen.text.chunks`), and A1111's
+        ``(word:1.2)`` emphasis syntax applies (see ``emphasis``).
     negative_prompt: what to steer away from ("" = unconditional).
     steps: denoising steps, 1 to 1000 [50].
     guidance_scale: classifier-free guidance scale, a finite number >= 0 [7.5];
@@ -45,6 +48,11 @@ class GenerationConfig:
         ``"auto"``: as many as the free memory holds (see ``Pipeline.generate_iter``).
     sampler: a sampler name (``ddim``, ``euler``, ``euler-a``, ``dpmpp-2m``,
         ``dpmpp-2m-karras``), its AUTOMATIC1111 label, or a sampler object [``ddim``].
+    emphasis: how ``(word:1.2)`` weights are applied: ``original``, ``no-norm``,
+        ``ignore``, or ``off`` (brackets are plain text) [``original``]; A1111's labels
+        (``Original``, ``No norm``, ``Ignore``, ``None``) are accepted too.
+    clip_skip: A1111's "Clip skip": 1 uses the text encoder's last layer, 2 the one
+        before it, ... [1]; the largest value is the model's (12 for SD 1.x).
     """
 
     prompt: str
@@ -57,6 +65,8 @@ class GenerationConfig:
     num_images: int = 1
     batch_size: int | str = 1
     sampler: str | object = "ddim"
+    emphasis: str = DEFAULT_EMPHASIS
+    clip_skip: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -99,6 +109,8 @@ class GenerationConfig:
         from .samplers import get_sampler
 
         get_sampler(self.sampler)
+        object.__setattr__(self, "emphasis", emphasis_mode(self.emphasis))
+        _check_int("clip_skip", self.clip_skip, minimum=1)
 
     def with_defaults(self, width: int, height: int, seed: int) -> GenerationConfig:
         """This config with the size and seed filled in where they were left unset."""
@@ -111,6 +123,17 @@ class GenerationConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def emphasis_mode(value) -> str:
+    """The ``EMPHASIS_MODES`` name of ``value`` (a name or A1111's label), or
+    ``ConfigError`` listing the modes."""
+    if isinstance(value, str):
+        wanted = value.strip().lower().replace(" ", "-").replace("_", "-")
+        for mode, label in EMPHASIS_LABELS.items():
+            if wanted in (mode, label.lower().replace(" ", "-")):
+                return mode
+    raise ConfigError(f"emphasis must be one of {', '.join(EMPHASIS_MODES)}, got {value!r}")
 
 
 def _check_int(name: str, value, minimum: int | None = None, maximum: int | None = None):

@@ -18,11 +18,12 @@ import numpy as np
 from ..config import AUTO_BATCH, GenerationConfig
 from ..errors import ConfigError, OutOfMemoryError
 from ..families import family_of
+from ..networks.text_states import check_clip_skip
 from ..runtimes.signature import NetworkSignature
 from ..runtimes.tensorflow import DeviceSettings, TensorFlowBackend, is_out_of_memory
 from ..samplers import get_sampler
 from ..spec import ModelSpec
-from ..text.conditioning import Conditioning, encode_conditioning
+from ..text.conditioning import Conditioning, TextOptions, encode_conditioning
 from .guidance import predict_noise
 from .stages import draw_latents, image_generator, timestep_embedding, to_pixels
 
@@ -79,6 +80,9 @@ class Pipeline:
         self.backend = backend
         self.device = device
         self._auto_sizes: dict[tuple[int, int], int] = {}  # --batch-size auto, per size
+        #: where prompts find textual-inversion embeddings by name (None: nowhere); an
+        #: ``sdgen.adapters.textual_inversion.EmbeddingLibrary``, set by ``load_pipeline``
+        self.embeddings = None
 
     @property
     def text_encoder(self):
@@ -133,7 +137,8 @@ class Pipeline:
         try:
             # 1. encode prompt: negative and positive text states
             if conditioning is None:
-                conditioning = self.encode(config.negative_prompt, config.prompt)
+                options = TextOptions(config.emphasis, config.clip_skip)
+                conditioning = self.encode(config.negative_prompt, config.prompt, options)
             start = 0
             while start < len(wanted):
                 began = time.perf_counter()
@@ -179,11 +184,22 @@ class Pipeline:
             self._auto_sizes[(height, width)] = estimate(height, width) if estimate else 1
         return self._auto_sizes[(height, width)]
 
-    def encode(self, negative_prompt: str, prompt: str) -> Conditioning:
-        """The text stage: both prompts' states, (1, 77, C) each."""
-        pad = self.family.pad_token
+    def encode(
+        self, negative_prompt: str, prompt: str, options: TextOptions | None = None
+    ) -> Conditioning:
+        """The text stage: both prompts' states, (1, 77·k, C) each for k chunks, with
+        ``options``' emphasis and clip skip and this pipeline's ``embeddings``."""
+        options = options or TextOptions()
+        check_clip_skip(options.clip_skip, self.family.widths.text_layers)
         return encode_conditioning(
-            self.tokenizer, self.backend.encode, negative_prompt, prompt, pad
+            self.tokenizer,
+            self.backend.encode,
+            negative_prompt,
+            prompt,
+            self.family.pad_token,
+            options,
+            self.embeddings,
+            self.family.widths.text,
         )
 
     def _denoise(self, sampler, latents, generators, conditioning, config, indices, callback):

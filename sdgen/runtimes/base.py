@@ -52,8 +52,24 @@ class Backend(Protocol):
     """A runtime's side of the pipeline. ``auto_batch_size(height, width) -> int`` may
     be added for ``--batch-size auto`` (without it the pipeline uses 1)."""
 
-    def encode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Text states (N, 77, C) of N rows of 77 CLIP token ids and their positions."""
+    def encode(
+        self,
+        tokens: np.ndarray,
+        positions: np.ndarray,
+        clip_skip: int = 1,
+        vectors: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Text states (N, 77, C) of N rows of 77 CLIP token ids and their positions.
+
+        clip_skip: take the states of the layer ``clip_skip - 1`` before the last,
+            through the final layer norm (A1111's "Clip skip").
+        vectors, mask: (N, 77, C) float32 and (N, 77) bool: textual-inversion vectors to
+            use instead of the token embeddings where ``mask`` is set.
+
+        The pipeline passes the keywords only when they are not the defaults, so a
+        backend that has neither feature may take just ``tokens`` and ``positions``.
+        """
         ...
 
     def networks(self, signature: NetworkSignature) -> Networks:
@@ -61,4 +77,14 @@ class Backend(Protocol):
         ...
 
 
-__all__ = ["Backend", "Decode", "Denoise", "GuidedDenoise", "Networks"]
+def inserted_vectors(tokens, vectors, mask, width: int | None):
+    """``(vectors (N, L, C) float32, mask (N, L, 1) float32)`` for a text-states model
+    (see :mod:`sdgen.networks.text_states`): the ones given, or zeros (none put in) of
+    ``width`` when ``vectors`` is None."""
+    if vectors is None:
+        vectors = np.zeros((*tokens.shape, width), np.float32)
+        mask = np.zeros(tokens.shape, np.float32)
+    return np.asarray(vectors, np.float32), np.asarray(mask, np.float32).reshape(*tokens.shape, 1)
+
+
+__all__ = ["Backend", "Decode", "Denoise", "GuidedDenoise", "Networks", "inserted_vectors"]

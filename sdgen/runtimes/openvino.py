@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import SdgenError, UsageError
 from ..spec import ModelSpec
-from .base import Networks
+from .base import Networks, inserted_vectors
 from .signature import NetworkSignature
 
 #: ``load(role, signature)`` -> a built Keras network for ``signature`` holding the
@@ -119,9 +119,27 @@ class OpenVinoBackend:
         self._networks: dict[NetworkSignature, Networks] = {}
         self._decoders: dict[tuple[int, int], _Request] = {}
         self._encode = _Request(self._compiled("text_encoder", None))
+        self._text_states: dict[int, _Request] = {}  # per clip skip
+        self._text_width: int | None = None
 
-    def encode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        return self._encode(tokens.astype(np.int32), positions.astype(np.int32))
+    def encode(
+        self,
+        tokens: np.ndarray,
+        positions: np.ndarray,
+        clip_skip: int = 1,
+        vectors: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+    ) -> np.ndarray:
+        tokens, positions = tokens.astype(np.int32), positions.astype(np.int32)
+        if clip_skip == 1 and vectors is None:
+            return self._encode(tokens, positions)
+        if clip_skip not in self._text_states:
+            role = f"text_states-skip{clip_skip}"
+            self._text_states[clip_skip] = _Request(self._compiled(role, None))
+        if vectors is None and self._text_width is None:
+            self._text_width = int(self._encode(tokens[:1], positions[:1]).shape[-1])
+        vectors, mask = inserted_vectors(tokens, vectors, mask, self._text_width)
+        return self._text_states[clip_skip](tokens, positions, vectors, mask)
 
     def auto_batch_size(self, height: int, width: int) -> int:
         """1: the U-Net runs one row at a time whatever the batch (see ``networks``)."""
@@ -149,7 +167,8 @@ class OpenVinoBackend:
         return self._networks[signature]
 
     def path(self, role: str, signature: NetworkSignature | None) -> Path:
-        """The converted file of ``role`` for ``signature`` (None: the text encoder).
+        """The converted file of ``role`` for ``signature`` (None: the text encoder, or
+        its ``text_states-skipN`` variant, see :mod:`sdgen.networks.text_states`).
         A decoder depends only on the image size, so its name carries only that."""
         if signature is None:
             name = role
@@ -180,7 +199,13 @@ class OpenVinoBackend:
         keras.mixed_precision.set_global_policy("float32")
         if signature is None:  # the text encoder: any signature builds it
             signature = NetworkSignature(self.spec.default_size, self.spec.default_size)
-        network = self._load_keras(role, signature)
+        if role.startswith("text_states-skip"):  # the text encoder, another way round
+            from ..networks.text_states import text_states_on_layers
+
+            clip_skip = int(role.removeprefix("text_states-skip"))
+            network = text_states_on_layers(self._load_keras("text_encoder", signature), clip_skip)
+        else:
+            network = self._load_keras(role, signature)
         try:
             converted = ov.convert_model(_concrete_function(role, network))
         except Exception as error:  # OpenVINO's frontend errors have no common base
@@ -205,7 +230,7 @@ def _concrete_function(role: str, network):
     for the text encoder, one row for the others (see the module docstring)."""
     import tensorflow as tf
 
-    batch = None if role == "text_encoder" else 1
+    batch = None if role.startswith("text_") else 1
     signature = [tf.TensorSpec((batch, *t.shape[1:]), t.dtype) for t in network.inputs]
     if len(signature) == 1:
         function = tf.function(lambda x: network(x, training=False))

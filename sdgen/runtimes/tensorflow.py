@@ -13,7 +13,7 @@ from ..errors import ModelError
 from ..families import family_of
 from ..spec import ModelSpec
 from . import memory
-from .base import Networks
+from .base import Networks, inserted_vectors
 from .signature import NetworkSignature
 
 
@@ -114,9 +114,27 @@ class TensorFlowBackend:
         self._decode_calls: dict[tuple[int, int], Callable] = {}  # compiled, per size
         self._networks: dict[NetworkSignature, Networks] = {}
         self._encode = self._function(lambda tokens, positions: text_encoder([tokens, positions]))
+        self._text_states: dict[int, Callable] = {}  # compiled, per clip skip
 
-    def encode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        return np.asarray(self._encode(tokens, positions), dtype=np.float32)
+    def encode(
+        self,
+        tokens: np.ndarray,
+        positions: np.ndarray,
+        clip_skip: int = 1,
+        vectors: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+    ) -> np.ndarray:
+        if clip_skip == 1 and vectors is None:
+            return np.asarray(self._encode(tokens, positions), dtype=np.float32)
+        if clip_skip not in self._text_states:
+            from ..networks.text_states import text_states_on_layers
+
+            model = text_states_on_layers(self.text_encoder, clip_skip)
+            self._text_states[clip_skip] = self._function(lambda *inputs: model(list(inputs)))
+        width = self.text_encoder.outputs[0].shape[-1]
+        vectors, mask = inserted_vectors(tokens, vectors, mask, width)
+        states = self._text_states[clip_skip](tokens, positions, vectors, mask)
+        return np.asarray(states, dtype=np.float32)
 
     def auto_batch_size(self, height: int, width: int) -> int:
         """Images per batch for ``--batch-size auto``: on a CPU 1, because there a batch

@@ -15,9 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from .tokenizer import END_OF_TEXT, MAX_PROMPT_LENGTH, encode_prompt
+from .chunks import EmbeddingSource, PromptChunks, chunk_prompt
+from .prompt_syntax import DEFAULT_EMPHASIS
+from .tokenizer import END_OF_TEXT, MAX_PROMPT_LENGTH
+from .weighting import weigh
 
-#: ``encode(tokens (N, 77) int32, positions (N, 77) int32) -> states (N, 77, C)``
+#: ``encode(tokens (N, 77) int32, positions (N, 77) int32, *, clip_skip=1, vectors=None,
+#: mask=None) -> states (N, 77, C)``: see ``sdgen.runtimes.base.Backend.encode``.
 Encode = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -58,21 +62,86 @@ class Conditioning:
         return int(self.positive.shape[2])
 
 
-def encode_conditioning(
-    tokenizer, encode: Encode, negative_prompt: str, prompt: str, pad: int = END_OF_TEXT
-) -> Conditioning:
-    """Tokenize both prompts (``PromptError`` past 77 tokens) and encode them in one
-    batch of two rows, negative first, as keras_cv does: the text encoder's reductions
-    sum in another order for a batch of one, so this keeps today's states bit for bit."""
-    tokens = np.stack(
-        [
-            encode_prompt(tokenizer, negative_prompt, "negative prompt", pad),
-            encode_prompt(tokenizer, prompt, pad=pad),
-        ]
+@dataclass(frozen=True)
+class TextOptions:
+    """How prompts are read and encoded.
+
+    emphasis: one of ``prompt_syntax.EMPHASIS_MODES`` ["original"].
+    clip_skip: A1111's "Clip skip": 1 takes the text encoder's last layer, 2 the one
+        before it (through the final layer norm), and so on [1].
+    """
+
+    emphasis: str = DEFAULT_EMPHASIS
+    clip_skip: int = 1
+
+
+def prompt_chunks(
+    tokenizer,
+    negative_prompt: str,
+    prompt: str,
+    options: TextOptions | None = None,
+    embeddings: EmbeddingSource | None = None,
+    width: int | None = None,
+) -> tuple[PromptChunks, PromptChunks]:
+    """Both prompts cut into chunks (see :mod:`.chunks`): negative, positive."""
+    options = options or TextOptions()
+    return (
+        chunk_prompt(tokenizer, negative_prompt, options.emphasis, embeddings, width),
+        chunk_prompt(tokenizer, prompt, options.emphasis, embeddings, width),
     )
-    positions = np.tile(np.arange(MAX_PROMPT_LENGTH, dtype=np.int32), (2, 1))
-    states = np.asarray(encode(tokens, positions), dtype=np.float32)
-    return Conditioning(negative=states[:1], positive=states[1:])
 
 
-__all__ = ["Conditioning", "encode_conditioning"]
+def encode_conditioning(
+    tokenizer,
+    encode: Encode,
+    negative_prompt: str,
+    prompt: str,
+    pad: int = END_OF_TEXT,
+    options: TextOptions | None = None,
+    embeddings: EmbeddingSource | None = None,
+    width: int | None = None,
+) -> Conditioning:
+    """Both prompts' text states: chunked, encoded in one batch (the negative prompt's
+    chunks first), weighted, and each prompt's chunks joined on the token axis.
+
+    ``encode`` gets the ``clip_skip`` and the embedding ``vectors``/``mask`` keywords
+    only when they are needed; a prompt and a negative prompt of one chunk each, with no
+    embedding and at clip skip 1, are encoded exactly as keras_cv encodes them: one
+    batch of two rows, so the states stay bit for bit what they were.
+    """
+    options = options or TextOptions()
+    negative, positive = prompt_chunks(
+        tokenizer, negative_prompt, prompt, options, embeddings, width
+    )
+    start, end = tokenizer.start_of_text, tokenizer.end_of_text
+    tokens = np.concatenate(
+        [negative.token_ids(start, end, pad), positive.token_ids(start, end, pad)]
+    )
+    positions = np.tile(np.arange(MAX_PROMPT_LENGTH, dtype=np.int32), (len(tokens), 1))
+    extra: dict = {}
+    if options.clip_skip != 1:
+        extra["clip_skip"] = options.clip_skip
+    if negative.embeddings or positive.embeddings:
+        inserted = [_vectors(chunks, width) for chunks in (negative, positive)]
+        extra["vectors"] = np.concatenate([vectors for vectors, _ in inserted])
+        extra["mask"] = np.concatenate([mask for _, mask in inserted])
+    states = np.asarray(encode(tokens, positions, **extra), dtype=np.float32)
+    split = len(negative.chunks)
+    rows = []
+    for chunks, chunk_states in ((negative, states[:split]), (positive, states[split:])):
+        weighted = weigh(chunk_states, chunks.weights(), options.emphasis)
+        rows.append(weighted.reshape(1, -1, weighted.shape[-1]))
+    return Conditioning(negative=rows[0], positive=rows[1])
+
+
+def _vectors(chunks: PromptChunks, width: int | None) -> tuple[np.ndarray, np.ndarray]:
+    inserted = chunks.vectors(width)
+    if inserted is None:
+        length = MAX_PROMPT_LENGTH
+        return np.zeros((len(chunks.chunks), length, width), np.float32), np.zeros(
+            (len(chunks.chunks), length), bool
+        )
+    return inserted
+
+
+__all__ = ["Conditioning", "TextOptions", "encode_conditioning", "prompt_chunks"]

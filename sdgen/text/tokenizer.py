@@ -61,19 +61,41 @@ class ClipTokenizer:
         self._words: dict[str, list[str]] = {}
         self.start_of_text = self.ids["<|startoftext|>"]
         self.end_of_text = self.ids["<|endoftext|>"]
+        self.comma = self.ids[",</w>"]
+        self._texts: dict[int, str] | None = None
+        self._bytes: dict[str, int] = {}
 
     def encode(self, text: str) -> list[int]:
+        """Start-of-text, the tokens of ``text``, end-of-text."""
+        return [self.start_of_text, *self.tokens(text), self.end_of_text]
+
+    def tokens(self, text: str) -> list[int]:
+        """The token ids of ``text`` alone, without start and end markers (how A1111
+        tokenises each fragment of a weighted prompt)."""
         text = html.unescape(html.unescape(text)).strip()
         text = regex.sub(r"\s+", " ", text).strip().lower()
-        ids = [self.start_of_text]
+        ids = []
         for word in _WORDS.findall(text):
             if word in ("<|startoftext|>", "<|endoftext|>"):
                 ids.append(self.ids[word])
                 continue
             symbols = "".join(self._symbols[b] for b in word.encode("utf-8"))
             ids.extend(self.ids[piece] for piece in self._pieces(symbols))
-        ids.append(self.end_of_text)
         return ids
+
+    def token_text(self, token: int) -> str:
+        """What token id ``token`` spells, as readable text: ``cat</w>`` is ``cat`` and
+        the word end (``</w>``) is kept as a trailing space, so tokens join back up."""
+        if self._texts is None:
+            self._texts = {i: token for token, i in self.ids.items()}
+            self._bytes = {symbol: b for b, symbol in self._symbols.items()}
+        piece = self._texts.get(int(token), "")
+        end = piece.endswith("</w>")
+        piece = piece.removesuffix("</w>")
+        if piece in ("<|startoftext|>", "<|endoftext|>"):
+            return piece
+        raw = bytes(self._bytes[c] for c in piece if c in self._bytes)
+        return raw.decode("utf-8", errors="replace") + (" " if end else "")
 
     def _pieces(self, word: str) -> list[str]:
         """``word`` merged by BPE: the lowest-ranked adjacent pair first, until none
