@@ -1,0 +1,7 @@
+"""Adapters: files that change what a loaded model does without being a model.
+
+- ``textual_inversion``: textual-inversion embeddings (A1111 ``.pt``, ``.safetensors``,
+  diffusers ``learned_embeds``), their folder, and finding their names in a prompt.
+
+Nothing here imports TensorFlow or torch.
+"""
