@@ -109,8 +109,16 @@ class GenerationConfig:
         from .samplers import get_sampler
 
         get_sampler(self.sampler)
+        self._check_text_settings()
+
+    def _check_text_settings(self) -> None:
         object.__setattr__(self, "emphasis", emphasis_mode(self.emphasis))
-        _check_int("clip_skip", self.clip_skip, minimum=1)
+        _check_int("clip_skip", self.clip_skip)
+        if self.clip_skip < 1:
+            raise ConfigError(
+                f"clip skip must be from 1 (the last layer) to the text encoder's layers "
+                f"(12 for SD 1.x, 23 for SD 2.x), got {self.clip_skip}"
+            )
 
     def with_defaults(self, width: int, height: int, seed: int) -> GenerationConfig:
         """This config with the size and seed filled in where they were left unset."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
@@ -118,11 +118,12 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
             say(f"using checkpoint {request.checkpoint} ...")
         model = checkpoint_model(request.checkpoint).name
     settings = dict(request.settings)
+    from .adapters.textual_inversion import EmbeddingLibrary
+
+    embeddings = EmbeddingLibrary(request.load.embeddings_dir)
     if request.prompts_file is None:
         job = Job(GenerationConfig(prompt=request.prompt, **settings), model)
-        get_model_spec(model)
-        _check_prompts(job)
-        return [job], []
+        return [check_text(job, embeddings)], []
     from .batch.prompts_file import read_prompts_file
 
     jobs, failures = [], []
@@ -136,8 +137,7 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
             job = Job(
                 GenerationConfig(prompt=line.prompt, **overrides), line_model, line.line_number
             )
-            get_model_spec(line_model)
-            _check_prompts(job)
+            job = check_text(job, embeddings)
         except SdgenError as error:
             failures.append(Failure(str(error), line.line_number))
             continue
@@ -145,13 +145,28 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
     return jobs, failures
 
 
-def _check_prompts(job: Job) -> None:
-    """Refuse a prompt the text encoder cannot take before any weights load."""
-    from .text.tokenizer import encode_prompt, load_tokenizer
+def check_text(job: Job, embeddings) -> Job:
+    """``job`` with the embeddings its prompts use, after refusing, before any weights
+    load, what its model's text encoder cannot take: an unknown model, a clip skip out
+    of range, an embedding that cannot be read or is of another width."""
+    from .families import family_of
+    from .networks.text_states import check_clip_skip
+    from .text.conditioning import TextOptions, prompt_chunks
+    from .text.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer()
-    encode_prompt(tokenizer, job.config.prompt)
-    encode_prompt(tokenizer, job.config.negative_prompt, "negative prompt")
+    family = family_of(get_model_spec(job.model))
+    config = job.config
+    check_clip_skip(config.clip_skip, family.widths.text_layers)
+    chunks = prompt_chunks(
+        load_tokenizer(),
+        config.negative_prompt,
+        config.prompt,
+        TextOptions(config.emphasis, config.clip_skip),
+        embeddings,
+        family.widths.text,
+    )
+    used = {name: e.sha256 for part in chunks for name, e in part.embeddings.items()}
+    return replace(job, embeddings=tuple(sorted(used.items())))
 
 
 def make_executor(request: GenerateRequest, say: Say | None = None, download_progress=None):

@@ -115,7 +115,11 @@ def reuse_tiny_pipelines(request, monkeypatch):
         else:  # what a real load sets process-wide, and later size changes build under
             import keras
 
+            from sdgen.adapters.textual_inversion import EmbeddingLibrary
+
             keras.mixed_precision.set_global_policy("float32")
+            # the embeddings folder of this load (by default under this test's home)
+            _TINY_PIPELINES[key].embeddings = EmbeddingLibrary(options.get("embeddings_dir"))
         return _TINY_PIPELINES[key]
 
     monkeypatch.setattr(sdgen.pipeline, "load_pipeline", load_pipeline)
@@ -163,6 +167,33 @@ def chromium() -> Path:
             pytest.fail(f"SDGEN_REQUIRE_CHROMIUM=1 but {reason}")
         pytest.skip(reason)
     return CHROMIUM
+
+
+#: The tiny model's text encoder width (an SD 1.x embedding is 768 wide).
+TINY_WIDTH = 64
+#: An A1111-style prompt of well over 75 tokens, weighted and nested.
+LONG_PROMPT = (
+    "(masterpiece:1.2), best quality, ultra detailed, (photorealistic:1.4), a red fox "
+    "sitting in a snowy birch forest at dawn, ((soft golden light)), mist between the "
+    "trees, [blurry background], shallow depth of field, 85mm lens, film grain, "
+    "highly detailed fur, catchlights in the eyes, frost on the whiskers, (snowflakes:0.8), "
+    "muted colour palette, cinematic composition, rule of thirds, award winning "
+    "photograph, national geographic, sharp focus, volumetric fog, BREAK a wooden cabin "
+    "in the distance, smoke from the chimney, warm window light, pine trees, footprints "
+    "in the snow, (crisp winter morning:1.1), dramatic sky, high dynamic range"
+)
+
+
+def write_embedding(folder, name, rows, width=TINY_WIDTH, seed=0):
+    """A safetensors embedding file (A1111's ``emb_params``) of ``rows`` vectors."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vectors = np.random.default_rng(seed).standard_normal((rows, width)).astype(np.float32)
+    path = folder / f"{name}.safetensors"
+    save_file({"emb_params": vectors}, str(path))
+    return path
 
 
 def only_line(text: str) -> str:

@@ -35,13 +35,17 @@ TODAYS_KEYS = {
 }
 
 
+#: The fields the text stage (emphasis, clip skip, embeddings) added after 0.1.0.
+TEXT_KEYS = ("prompt_syntax", "emphasis", "clip_skip", "embeddings")
+
+
 def _as_written_today(folder):
-    """Rewrite the folder's manifest as today's code wrote it: no prompt_syntax field."""
+    """Rewrite the folder's manifest as sdgen 0.1.0 wrote it: without the text fields."""
     manifest = folder / "manifest.jsonl"
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
-    assert all(record["prompt_syntax"] == "plain" for record in records)
     for record in records:
-        del record["prompt_syntax"]
+        for key in TEXT_KEYS:
+            del record[key]
         assert set(record) == TODAYS_KEYS
     manifest.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
@@ -62,19 +66,34 @@ def test_a_manifest_in_todays_format_still_resumes(run_cli, hermetic):
     assert len((outputs / "manifest.jsonl").read_text().splitlines()) == 3
 
 
-def test_a_changed_prompt_syntax_is_new_work_not_a_resume(run_cli, hermetic, monkeypatch):
+def test_a_weighted_prompt_made_before_the_syntax_is_new_work_not_a_resume(run_cli, hermetic):
+    """0.1.0 read ``(cat:1.2)`` as plain text; today it is a weight, so an image that
+    version made is not what these settings make: refused, then remade on request."""
     args = ["a (cat:1.2)", *FAST, "--seed", "5"]
-    assert run_cli(*args).exit_code == 0
+    assert run_cli(*args, "--emphasis", "off").exit_code == 0  # what 0.1.0 made
     _as_written_today(hermetic / "outputs")
-    monkeypatch.setattr(identity, "PROMPT_SYNTAX", "weighted")
+    assert "skipped 1" in run_cli(*args, "--emphasis", "off").stderr
     refused = run_cli(*args)  # the file is not what these settings would make
     assert refused.exit_code == 2 and "already exists" in refused.stderr
     remade = run_cli(*args, "--overwrite")
     assert remade.exit_code == 0, remade.stderr
-    [path] = png_files(hermetic / "outputs")
-    assert "Prompt syntax: weighted" in read_infotext(path)
-    assert read_manifest(hermetic / "outputs")[-1]["prompt_syntax"] == "weighted"
+    assert read_manifest(hermetic / "outputs")[-1]["prompt_syntax"] == "a1111-original"
     assert "skipped 1" in run_cli(*args).stderr  # and that resumes in turn
+    # another emphasis mode is other work again; the infotext says which, as A1111's does
+    assert run_cli(*args, "--emphasis", "no-norm", "--overwrite").exit_code == 0
+    [path] = png_files(hermetic / "outputs")
+    assert "Emphasis: No norm" in read_infotext(path)
+
+
+def test_a_plain_prompt_made_before_the_syntax_still_resumes(run_cli, hermetic):
+    """Without brackets the syntax changes nothing, so 0.1.0's image is today's work."""
+    args = ["a cat, on a chair", *FAST, "--seed", "5"]
+    assert run_cli(*args).exit_code == 0
+    _as_written_today(hermetic / "outputs")
+    assert "skipped 1" in run_cli(*args).stderr
+    changed = run_cli(*args, "--clip-skip", "2", "--overwrite")  # clip skip is identity
+    assert changed.exit_code == 0 and "[1/1] " in changed.stderr, changed.stderr
+    assert "Clip skip: 2" in read_infotext(png_files(hermetic / "outputs")[0])
 
 
 def test_a_new_contributor_keeps_old_records_resuming_at_its_legacy_value(

@@ -91,3 +91,40 @@ def test_ddim_reproduces_keras_cv_text_to_image(networks, steps, guidance, negat
     assert np.mean((reference > 0) & (reference < 255)) > 0.2 and reference.std() > 10
     difference = np.abs(ours.astype(int) - reference.astype(int))
     assert difference.max() <= 1, f"max pixel difference {difference.max()} of 255"
+
+
+@pytest.mark.slow
+@pytest.mark.full_size
+def test_a_long_weighted_prompt_with_a_negative_embedding_on_full_size_networks(
+    networks, tmp_path
+):
+    """Issue 12's "done when" at full size: SD 1.x's networks (random weights) take a
+    prompt of three chunks with weights and BREAK, a negative prompt with a 768-wide
+    embedding in it, and clip skip 2, and draw an image from them."""
+    from conftest import LONG_PROMPT, write_embedding
+
+    from sdgen.adapters.textual_inversion import EmbeddingLibrary
+    from sdgen.text.conditioning import TextOptions
+
+    pipeline = Pipeline(get_model_spec("sd-v1.4"), load_tokenizer(), *networks)
+    write_embedding(tmp_path, "EasyNegative", 2, width=768)
+    negative = "EasyNegative, (lowres:1.2), jpeg artifacts"
+    options = TextOptions(clip_skip=2)
+    without = pipeline.encode(negative, LONG_PROMPT, options)  # no embeddings folder
+    pipeline.embeddings = EmbeddingLibrary(tmp_path)
+    encoded = pipeline.encode(negative, LONG_PROMPT, options)
+    assert encoded.positive.shape == (1, 3 * 77, 768)
+    assert encoded.negative.shape == (1, 77, 768)
+    assert np.array_equal(encoded.positive, without.positive)
+    assert not np.allclose(encoded.negative, without.negative)  # the vectors went in
+    config = GenerationConfig(
+        prompt=LONG_PROMPT,
+        negative_prompt=negative,
+        steps=2,
+        width=SIZE,
+        height=SIZE,
+        seed=3,
+        clip_skip=2,
+    )
+    [image] = pipeline.generate(config)
+    assert image.pixels.shape == (SIZE, SIZE, 3) and image.pixels.std() > 1

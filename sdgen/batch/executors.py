@@ -59,6 +59,8 @@ class LoadOptions:
     xla: bool | None = None
     mixed_precision: bool | None = None
     runtime: str = "tensorflow"
+    #: where prompts find textual-inversion embeddings [``$SDGEN_HOME/embeddings``]
+    embeddings_dir: Path | None = None
 
 
 def _describe(pipeline) -> str:
@@ -130,6 +132,7 @@ class LocalExecutor:
             mixed_precision=self.options.mixed_precision,
             download_progress=self.download_progress,
             runtime=self.options.runtime,
+            embeddings_dir=self.options.embeddings_dir,
         )
 
     def _make_room(self, model: str) -> None:

@@ -23,11 +23,14 @@ from ..samplers import get_sampler
 if TYPE_CHECKING:
     from .work import PlannedImage
 
-#: How prompts are read, recorded with every image. Change it whenever the same prompt
-#: text comes to mean something else (e.g. ``(word:1.2)`` weighting), so a rerun makes
-#: such images again instead of resuming over ones made under the old meaning. Records
-#: written before this field existed mean ``"plain"``.
-PROMPT_SYNTAX = "plain"
+#: How prompts are read, recorded with every image: ``"plain"`` when the prompts mean
+#: what their text says (no A1111 syntax in them, or ``--emphasis off``), else
+#: ``"a1111-" + emphasis`` (``a1111-original``, ``a1111-no-norm``, ``a1111-ignore``).
+#: Records written before this field existed mean ``"plain"``, so a rerun remakes only
+#: the images whose prompts use the syntax, which earlier versions read as plain text;
+#: the others are the same work (the same pixels) and are skipped. A change to how the
+#: syntax is read needs a new name here.
+SYNTAX_PREFIX = "a1111-"
 
 
 @dataclass(frozen=True)
@@ -77,10 +80,45 @@ def _generation_infotext(fields: dict) -> dict:
     }
 
 
-def _prompt_syntax_infotext(fields: dict) -> dict:
-    # today's images keep AUTOMATIC1111's plain infotext; another syntax says so
-    syntax = fields.get("prompt_syntax", "plain")
-    return {} if syntax == "plain" else {"Prompt syntax": syntax}
+def prompt_syntax(config) -> str:
+    """The ``prompt_syntax`` field of an image made with ``config`` (see above)."""
+    from ..text.prompt_syntax import uses_syntax
+
+    if config.emphasis == "off":
+        return "plain"
+    texts = (config.prompt, config.negative_prompt)
+    return SYNTAX_PREFIX + config.emphasis if any(map(uses_syntax, texts)) else "plain"
+
+
+def _text(image: PlannedImage) -> dict:
+    config = image.job.config
+    return {
+        "prompt_syntax": prompt_syntax(config),
+        "emphasis": config.emphasis,
+        "clip_skip": config.clip_skip,
+        "embeddings": dict(image.job.embeddings),
+    }
+
+
+def _text_infotext(fields: dict) -> dict:
+    """A1111's keys: ``Clip skip`` when above 1, ``Emphasis`` when not the default,
+    ``TI hashes`` when embeddings were used."""
+    from ..text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_LABELS
+
+    settings: dict = {}
+    if fields.get("clip_skip", 1) > 1:
+        settings["Clip skip"] = fields["clip_skip"]
+    emphasis = fields.get("emphasis", DEFAULT_EMPHASIS)
+    if emphasis != DEFAULT_EMPHASIS:
+        settings["Emphasis"] = EMPHASIS_LABELS[emphasis]
+    embeddings = fields.get("embeddings") or {}
+    if embeddings:
+        hashes = ", ".join(
+            f"{name.replace(':', '').replace(',', '')}: {sha256[:12]}"
+            for name, sha256 in embeddings.items()
+        )
+        settings["TI hashes"] = f'"{hashes}"'
+    return settings
 
 
 CONTRIBUTORS: list[Contributor] = [
@@ -106,11 +144,11 @@ CONTRIBUTORS: list[Contributor] = [
         infotext=lambda fields: {"Model": fields["model"]},
     ),
     Contributor(
-        "prompt syntax",
-        lambda image: {"prompt_syntax": PROMPT_SYNTAX},
-        identity=("prompt_syntax",),
-        legacy={"prompt_syntax": "plain"},
-        infotext=_prompt_syntax_infotext,
+        "text",
+        _text,
+        identity=("prompt_syntax", "clip_skip", "embeddings"),
+        legacy={"prompt_syntax": "plain", "clip_skip": 1, "embeddings": {}},
+        infotext=_text_infotext,
     ),
     Contributor(
         "version",
@@ -170,3 +208,37 @@ def infotext(fields: dict) -> str:
     for contributor in CONTRIBUTORS:
         settings.update(contributor.infotext(fields))
     return format_infotext(fields["prompt"], fields["negative_prompt"], settings)
+
+
+def settings_from_infotext(text: str) -> dict:
+    """The ``GenerationConfig`` settings (and ``model``) an infotext written by
+    :func:`infotext` records, read back: what A1111's "PNG info" would restore.
+    ``embeddings`` is ``{name: shorthash}`` from ``TI hashes``."""
+    from ..output.png import parse_infotext
+    from ..text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_LABELS
+
+    parsed = parse_infotext(text)
+    settings: dict = {"prompt": parsed["prompt"], "negative_prompt": parsed["negative_prompt"]}
+    if "Steps" in parsed:
+        settings["steps"] = int(parsed["Steps"])
+    if "Sampler" in parsed:
+        settings["sampler"] = get_sampler(parsed["Sampler"]).name
+    if "CFG scale" in parsed:
+        settings["guidance_scale"] = float(parsed["CFG scale"])
+    if "Seed" in parsed:
+        settings["seed"] = int(parsed["Seed"])
+    if "Size" in parsed:
+        width, height = (int(n) for n in parsed["Size"].split("x"))
+        settings.update(width=width, height=height)
+    if "Model" in parsed:
+        settings["model"] = parsed["Model"]
+    settings["clip_skip"] = int(parsed.get("Clip skip", 1))
+    labels = {label: mode for mode, label in EMPHASIS_LABELS.items()}
+    settings["emphasis"] = labels.get(parsed.get("Emphasis", ""), DEFAULT_EMPHASIS)
+    hashes = parsed.get("TI hashes", "")
+    settings["embeddings"] = dict(
+        (part.rsplit(":", 1)[0].strip(), part.rsplit(":", 1)[1].strip())
+        for part in hashes.split(",")
+        if ":" in part
+    )
+    return settings

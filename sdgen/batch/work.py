@@ -15,11 +15,16 @@ EXIT_SOME_FAILED = 3
 
 @dataclass(frozen=True)
 class Job:
-    """One prompt's worth of work: a config (its seed may be unset) and a model name."""
+    """One prompt's worth of work: a config (its seed may be unset) and a model name.
+
+    embeddings: ``(name, sha256)`` of each textual-inversion embedding its prompts use,
+        found when the job was checked (``sdgen.service.read_jobs``), for its identity.
+    """
 
     config: GenerationConfig
     model: str
     line_number: int | None = None
+    embeddings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,26 @@ def _parse_batch_size(_ctx, _param, value):
     help="Sampler: ddim, euler, euler-a, dpmpp-2m or dpmpp-2m-karras (AUTOMATIC1111 labels such as 'Euler a' work too).",
 )
 @click.option(
+    "--emphasis",
+    default="original",
+    show_default=True,
+    help="How (word:1.2) weights apply: original (A1111's default: weighted, then each chunk's mean restored), no-norm, ignore (brackets parsed, weights dropped) or off (brackets are plain text).",
+)
+@click.option(
+    "--clip-skip",
+    type=int,
+    default=1,
+    show_default=True,
+    help="A1111's Clip skip: 1 uses the text encoder's last layer, 2 the one before it (diffusers' clip_skip=1), ...",
+)
+@click.option(
+    "--embeddings",
+    "embeddings_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder of textual-inversion embeddings (.pt, .safetensors, .bin) that prompts use by file name, or as embedding:NAME.  [default: $SDGEN_HOME/embeddings]",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     help="Output PNG for one image; with several, NAME-0.png, NAME-1.png, ... are derived from it.",
@@ -236,6 +256,7 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
             xla=options["xla"],
             mixed_precision=options["mixed_precision"],
             runtime=options["runtime"],
+            embeddings_dir=options["embeddings_dir"],
         ),
         ray_address=options["ray_address"],
         ray_workers=options["ray_workers"],
@@ -279,4 +300,6 @@ _CONFIG_OPTIONS = (
     "num_images",
     "batch_size",
     "sampler",
+    "emphasis",
+    "clip_skip",
 )

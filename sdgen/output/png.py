@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 from pathlib import Path
 
@@ -45,9 +46,20 @@ def parse_infotext(text: str) -> dict:
         else:
             prompt_lines.append(line)
     result = {"prompt": "\n".join(prompt_lines), "negative_prompt": negative}
-    for match in re.finditer(r"\s*([\w ]+):\s*([^,]+)(?:,|$)", settings_line):
-        result[match.group(1).strip()] = match.group(2).strip()
+    for match in _SETTING.finditer(settings_line):
+        value = match.group(2).strip()
+        if value.startswith('"') and value.endswith('"') and len(value) > 1:
+            try:  # a quoted value, which may hold commas: TI hashes: "a: 1f.., b: 2e.."
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                value = value[1:-1]
+        result[match.group(1).strip()] = value
     return result
+
+
+#: One ``Key: value`` setting: a key of words, spaces, dashes and slashes; a value that
+#: is quoted (and may hold commas and escaped quotes) or runs to the next comma.
+_SETTING = re.compile(r'\s*(\w[\w \-/]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
 
 
 def format_number(value: float) -> str:

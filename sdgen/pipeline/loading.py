@@ -48,6 +48,7 @@ def load_pipeline(
     mixed_precision: bool | None = None,
     download_progress=None,
     runtime: str = "tensorflow",
+    embeddings_dir: str | Path | None = None,
 ) -> Pipeline:
     """Resolve the weights of ``model`` and build its networks.
 
@@ -59,7 +60,10 @@ def load_pipeline(
     xla, mixed_precision: None picks what suits the device (see ``detect_device``);
         TensorFlow runtime only.
     runtime: ``tensorflow`` or ``openvino`` (see :mod:`sdgen.runtimes`).
+    embeddings_dir: the folder whose textual-inversion embeddings prompts may use by
+        name [``$SDGEN_HOME/embeddings``]; files are read when a prompt uses them.
     """
+    from ..adapters.textual_inversion import EmbeddingLibrary
     from ..weights import resolve_weights
 
     if runtime not in RUNTIMES:  # before any weight is resolved, let alone downloaded
@@ -84,7 +88,9 @@ def load_pipeline(
         backend = OpenVinoBackend(spec, default_folder(spec, paths), build)
         backend.networks(signature)  # convert or load the U-Net and decoder now
         device = DeviceSettings(device="CPU", runtime="openvino")
-        return Pipeline.with_backend(spec, load_tokenizer(), backend, device)
+        pipeline = Pipeline.with_backend(spec, load_tokenizer(), backend, device)
+        pipeline.embeddings = EmbeddingLibrary(embeddings_dir and Path(embeddings_dir))
+        return pipeline
 
     device = detect_device(xla, mixed_precision)
     import keras
@@ -93,7 +99,7 @@ def load_pipeline(
         "mixed_float16" if device.mixed_precision else "float32"
     )
     networks = {role: build(role, signature) for role in ROLES}
-    return Pipeline(
+    pipeline = Pipeline(
         spec,
         load_tokenizer(),
         networks["text_encoder"],
@@ -101,6 +107,8 @@ def load_pipeline(
         networks["decoder"],
         device,
     )
+    pipeline.embeddings = EmbeddingLibrary(embeddings_dir and Path(embeddings_dir))
+    return pipeline
 
 
 __all__ = ["load_pipeline"]
