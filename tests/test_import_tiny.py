@@ -75,7 +75,7 @@ def test_imported_tiny_checkpoint_draws_what_tiny_draws(tiny_file, run_cli, tmp_
     assert "imported my-tiny" in result.stderr and "tiny, epsilon, 128 px" in result.stderr
 
     listed = run_cli("models", "--json")
-    (row,) = [row for row in json.loads(listed.stdout) if row["name"] == "my-tiny"]
+    (row,) = [row for row in json.loads(listed.stdout)["models"] if row["name"] == "my-tiny"]
     assert row | {"description": None} == {
         "name": "my-tiny",
         "family": "tiny",
@@ -99,5 +99,5 @@ def test_checkpoint_option_converts_once_then_reuses(tiny_file, run_cli, tmp_pat
     assert first.exit_code == 0, first.stderr
     again = run_cli("--checkpoint", tiny_file, "a dog", *SIZE, "--out", tmp_path / "2.png")
     assert again.exit_code == 0, again.stderr
-    listed = json.loads(run_cli("models", "--json").stdout)
+    listed = json.loads(run_cli("models", "--json").stdout)["models"]
     assert len([row for row in listed if row["imported"]]) == 1  # converted once

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from sdgen.batch.prompts_file import PromptLine, parse_line, read_prompts_file
+from sdgen.batch.prompts_file import (
+    _INT_KEYS,
+    _NUMBER_KEYS,
+    _STR_KEYS,
+    _SUPPORTED_TAGS,
+    CONFIG_KEYS,
+    PromptLine,
+    parse_line,
+    read_prompts_file,
+)
+from sdgen.config import GenerationConfig, emphasis_mode
 from sdgen.errors import PromptsFileError
 
 
@@ -277,6 +287,64 @@ def test_wrong_json_types_and_values(text, part):
 def test_missing_prompt(text):
     line = parse_line(text, 6)
     assert line == PromptLine(6, "", {}, "line 6: no prompt")
+
+
+# -- clip skip and emphasis --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("--prompt a cat --clip_skip 2", {"clip_skip": 2}),
+        ("--prompt a cat --emphasis no-norm", {"emphasis": "no-norm"}),
+        (
+            "--prompt a cat --emphasis No norm --clip_skip=3",
+            {"emphasis": "No norm", "clip_skip": 3},
+        ),
+        ('{"prompt": "a cat", "clip_skip": 2}', {"clip_skip": 2}),
+        ('{"prompt": "a cat", "emphasis": "off"}', {"emphasis": "off"}),
+        (
+            '{"prompt": "a cat", "emphasis": "Ignore", "clip_skip": 1}',
+            {"emphasis": "Ignore", "clip_skip": 1},
+        ),
+    ],
+)
+def test_clip_skip_and_emphasis_in_both_syntaxes(text, expected):
+    line = parse_line(text, 2)
+    assert line == PromptLine(2, "a cat", expected)
+    assert all(type(line.overrides[key]) is type(value) for key, value in expected.items())
+    settings = GenerationConfig(prompt=line.prompt, **line.overrides)
+    assert settings.clip_skip == expected.get("clip_skip", 1)
+    assert settings.emphasis == emphasis_mode(expected.get("emphasis", "original"))
+
+
+@pytest.mark.parametrize(
+    ("text", "part"),
+    [
+        ("--prompt a cat --clip_skip two", "--clip_skip needs a whole number, got 'two'"),
+        ("--prompt a cat --clip_skip 1.5", "--clip_skip needs a whole number, got '1.5'"),
+        ("--prompt a cat --clip_skip 0", "clip skip must be at least 1, got 0"),
+        ("--prompt a cat --emphasis loud", "emphasis must be one of original, no-norm"),
+        ("--prompt a cat --emphasis", "--emphasis needs a value"),
+        ("--prompt a cat --clipskip 2", "unknown tag --clipskip (did you mean --clip_skip?)"),
+        ('{"prompt": "a cat", "clip_skip": 2.0}', "'clip_skip' must be an integer, got 2.0"),
+        ('{"prompt": "a cat", "clip_skip": "2"}', "'clip_skip' must be an integer, got \"2\""),
+        ('{"prompt": "a cat", "clip_skip": true}', "'clip_skip' must be an integer, got true"),
+        ('{"prompt": "a cat", "clip_skip": 0}', "clip skip must be at least 1, got 0"),
+        ('{"prompt": "a cat", "emphasis": 1.1}', "'emphasis' must be a string, got 1.1"),
+        ('{"prompt": "a cat", "emphasis": "loud"}', "emphasis must be one of original"),
+    ],
+)
+def test_bad_clip_skip_and_emphasis_fail_their_line(text, part):
+    assert_error(parse_line(text, 7), 7, part)
+
+
+def test_every_config_key_has_a_json_type():
+    """A new GenerationConfig field must be given its JSON type here, or a JSON line
+    could pass it any value until GenerationConfig looks at it."""
+    typed = _INT_KEYS | _STR_KEYS | _NUMBER_KEYS
+    assert set(CONFIG_KEYS) - typed == set()
+    assert "--clip_skip" in _SUPPORTED_TAGS and "--emphasis" in _SUPPORTED_TAGS
 
 
 # -- files --------------------------------------------------------------------------------

@@ -7,14 +7,14 @@ A line is one of three kinds, and each may override the command's options for it
 
        --prompt "a castle at dusk" --negative_prompt blurry --seed 42 --steps 30
        --cfg_scale 7 --width 512 --height 512 --sampler_name "Euler a" --batch_size 2
-       --n_iter 3 --model sd-v1.4
+       --n_iter 3 --model sd-v1.4 --clip_skip 2 --emphasis "No norm"
 
    (on one line). As in AUTOMATIC1111, values may be quoted or not: a tag's value is
    every following word up to the next one starting with ``--``. ``--n_iter`` batches of
    ``--batch_size`` images make ``n_iter * batch_size`` images; ``--seed -1`` means a
    random seed;
 3. JSON Lines, a line starting with ``{``: an object whose keys are ``GenerationConfig``
-   field names plus ``model``, e.g. ``{"prompt": "a cat", "seed": 3, "steps": 20}``.
+   field names plus ``model``, e.g. ``{"prompt": "a cat", "seed": 3, "clip_skip": 2}``.
    ``null`` is accepted for ``seed``, ``width`` and ``height`` (random seed, the model's
    size).
 
@@ -57,8 +57,9 @@ class PromptLine:
 CONFIG_KEYS = tuple(f.name for f in fields(GenerationConfig))
 JSON_KEYS = (*CONFIG_KEYS, "model")
 
-_INT_KEYS = {"steps", "width", "height", "seed", "num_images", "batch_size"}
-_STR_KEYS = {"prompt", "negative_prompt", "sampler", "model"}
+_INT_KEYS = {"steps", "width", "height", "seed", "num_images", "batch_size", "clip_skip"}
+_STR_KEYS = {"prompt", "negative_prompt", "sampler", "emphasis", "model"}
+_NUMBER_KEYS = {"guidance_scale"}
 _NULLABLE_KEYS = {"seed", "width", "height"}  # None means "random" / "the model's size"
 
 #: AUTOMATIC1111 tags: tag -> (GenerationConfig key, value type). ``n_iter`` is not a
@@ -75,6 +76,8 @@ A1111_TAGS = {
     "batch_size": ("batch_size", int),
     "n_iter": ("n_iter", int),
     "model": ("model", str),
+    "clip_skip": ("clip_skip", int),
+    "emphasis": ("emphasis", str),
 }
 _SUPPORTED_TAGS = ", ".join(f"--{tag}" for tag in A1111_TAGS)
 
@@ -238,9 +241,11 @@ def _parse_json(text: str) -> dict:
             ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
         elif key in _STR_KEYS:
             ok, expected = isinstance(value, str), "a string"
-        else:  # guidance_scale
+        elif key in _NUMBER_KEYS:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             expected = "a number"
+        else:  # a GenerationConfig field this table has not met yet: its own check decides
+            ok, expected = True, ""
         if not ok:
             raise _LineError(f"{key!r} must be {expected}, got {json.dumps(value)}")
     return dict(data)

@@ -12,6 +12,7 @@ from .. import __version__
 from ..errors import SdgenError
 from .generate import generate
 from .models import import_command, models_command
+from .tokens import tokens_command
 
 EXIT_INTERRUPTED = 130
 
@@ -47,6 +48,7 @@ def cli():
 cli.add_command(generate)
 cli.add_command(import_command)
 cli.add_command(models_command)
+cli.add_command(tokens_command)
 
 
 def main(argv: list[str] | None = None) -> None:

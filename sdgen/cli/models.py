@@ -50,9 +50,24 @@ def import_command(path, name, overwrite, prediction_type, default_size, quiet, 
 
 
 @click.command("models")
-@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
-def models_command(as_json):
-    """List the models `--model` accepts: built in and imported."""
+@click.option(
+    "--embeddings",
+    "embeddings_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder of textual-inversion embeddings to list [$SDGEN_HOME/embeddings].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the lists as JSON.")
+def models_command(embeddings_dir, as_json):
+    """List the models `--model` accepts (built in and imported) and the
+    textual-inversion embeddings a prompt can name.
+
+    With --json: an object with "models" (a list, one object per model),
+    "embeddings_folder" and "embeddings" (one object per file: name, path, vectors,
+    width, sha256, the families whose text encoder is as wide, and an error for a file
+    that cannot be used).
+    """
+    from ..adapters.textual_inversion import EmbeddingLibrary
+    from ..families import FAMILIES
     from ..store import imported_specs
 
     rows = []
@@ -67,11 +82,38 @@ def models_command(as_json):
                 "description": spec.description,
             }
         )
+    library = EmbeddingLibrary(embeddings_dir)
+    embeddings = library.describe()
+    for embedding in embeddings:
+        embedding["families"] = [
+            name for name, family in FAMILIES.items() if family.widths.text == embedding["width"]
+        ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        data = {"models": rows, "embeddings_folder": str(library.folder), "embeddings": embeddings}
+        click.echo(json.dumps(data, indent=2))
         return
     for row in rows:
         click.echo(
             f"{row['name']:24} {row['family']:6} {row['prediction_type']:13} "
             f"{row['default_size']:5}  {row['description']}"
         )
+    click.echo()
+    if not embeddings:
+        missing = "" if library.folder.is_dir() else " (the folder does not exist)"
+        click.echo(f"no embeddings in {library.folder}{missing}")
+        return
+    click.echo(f"embeddings in {library.folder}:")
+    for embedding in embeddings:
+        click.echo(f"{embedding['name']:24} {_embedding_summary(embedding)}")
+
+
+def _embedding_summary(embedding: dict) -> str:
+    """``2 vectors x 768 (sd-v1)``, or the reason a file cannot be used."""
+    if embedding["error"] is not None:
+        return f"unusable: {embedding['error']}"
+    vectors = embedding["vectors"]
+    fits = ", ".join(embedding["families"]) or "no known model"
+    return (
+        f"{vectors} vector{'s' if vectors > 1 else ''} x {embedding['width']} ({fits}), "
+        f"shorthash {embedding['sha256'][:12]}"
+    )

@@ -48,7 +48,7 @@ def test_import_list_generate_and_checkpoint(hermetic):
     again = sdgen("import", folder, "--name", "my-sd15")
     assert again.returncode == 2 and "already exists" in again.stderr
 
-    models = json.loads(sdgen("models", "--json").stdout)
+    models = json.loads(sdgen("models", "--json").stdout)["models"]
     [mine] = [row for row in models if row["name"] == "my-sd15"]
     assert (mine["family"], mine["default_size"], mine["imported"]) == ("sd-v1", 512, True)
 
@@ -67,5 +67,5 @@ def test_import_list_generate_and_checkpoint(hermetic):
     assert result.returncode == 0, result.stderr
     with Image.open(hermetic / "b.png") as image:  # the same weights, so the same image
         assert np.array_equal(np.asarray(image), pixels)
-    cached = [row["name"] for row in json.loads(sdgen("models", "--json").stdout)]
+    cached = [row["name"] for row in json.loads(sdgen("models", "--json").stdout)["models"]]
     assert len([name for name in cached if name.startswith("ckpt-")]) == 1
