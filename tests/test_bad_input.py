@@ -27,9 +27,7 @@ def test_empty_prompt(run_cli, prompt):
 
 def test_prompts_have_no_length_limit(run_cli, hermetic):
     """Once refused past 77 tokens; now cut into 75-token chunks (sdgen.text.chunks)."""
-    result = run_cli(
-        " ".join(["castle"] * 300), *TINY, "--negative-prompt", " ".join(["fog"] * 90)
-    )
+    result = run_cli(" ".join(["castle"] * 300), *TINY, "--negative-prompt", " ".join(["fog"] * 90))
     assert result.exit_code == 0, result.stderr
     assert len(png_files(hermetic / "outputs")) == 1
 

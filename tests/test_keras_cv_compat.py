@@ -95,9 +95,7 @@ def test_ddim_reproduces_keras_cv_text_to_image(networks, steps, guidance, negat
 
 @pytest.mark.slow
 @pytest.mark.full_size
-def test_a_long_weighted_prompt_with_a_negative_embedding_on_full_size_networks(
-    networks, tmp_path
-):
+def test_a_long_weighted_prompt_with_a_negative_embedding_on_full_size_networks(networks, tmp_path):
     """Issue 12's "done when" at full size: SD 1.x's networks (random weights) take a
     prompt of three chunks with weights and BREAK, a negative prompt with a 768-wide
     embedding in it, and clip skip 2, and draw an image from them."""
