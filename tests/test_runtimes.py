@@ -69,6 +69,30 @@ def test_openvino_networks_match_tensorflow_within_1e_3(tiny_pipeline, openvino_
     assert np.abs(tf_nets.decode(latents) - decoded).max() <= 1e-3
 
 
+def test_openvino_text_states_with_clip_skip_and_vectors_match_tensorflow(
+    tiny_pipeline, openvino_pipeline, openvino_cache
+):
+    """The text-states variant (clip skip, textual-inversion vectors) converts, caches
+    under its own name, and computes what TensorFlow's does."""
+    rng = np.random.default_rng(3)
+    tokens = np.stack([np.arange(77) + 300, np.arange(77) + 1000, np.arange(77) + 7]).astype(
+        np.int32
+    )
+    positions = np.tile(np.arange(77, dtype=np.int32), (3, 1))
+    vectors = rng.standard_normal((3, 77, 64)).astype(np.float32)
+    mask = np.zeros((3, 77), bool)
+    mask[1, 3:6] = True
+    for clip_skip, inserted in ((2, {}), (1, {"vectors": vectors, "mask": mask})):
+        tf_states = tiny_pipeline.backend.encode(tokens, positions, clip_skip, **inserted)
+        ov_states = openvino_pipeline.backend.encode(tokens, positions, clip_skip, **inserted)
+        assert np.abs(tf_states - ov_states).max() <= 1e-3
+    plain = tiny_pipeline.backend.encode(tokens, positions)
+    assert np.abs(tf_states - plain)[1].max() > 0.1  # the vectors went in, in row 1 only
+    assert np.array_equal(tf_states[[0, 2]], plain[[0, 2]])
+    names = {path.name for path in Path(openvino_cache).rglob("text_states-skip*.xml")}
+    assert names == {"text_states-skip1.xml", "text_states-skip2.xml"}
+
+
 def test_openvino_images_match_tensorflow_images(tiny_pipeline, openvino_pipeline):
     config = GenerationConfig(
         prompt="a cat", steps=4, width=SIZE, height=SIZE, seed=5, num_images=2, sampler="euler-a"
