@@ -17,6 +17,7 @@ from ..errors import SdgenError
 from ..registry import model_specs
 from ..runtimes import RUNTIMES
 from ..service import GenerateRequest, start_generation
+from .options import embeddings_option, emphasis_option
 from .report import download_progress, reporter, step_progress, tensorflow_logs
 
 
@@ -117,11 +118,8 @@ def _parse_batch_size(_ctx, _param, value):
     show_default=True,
     help="Sampler: ddim, euler, euler-a, dpmpp-2m or dpmpp-2m-karras (AUTOMATIC1111 labels such as 'Euler a' work too).",
 )
-@click.option(
-    "--emphasis",
-    default="original",
-    show_default=True,
-    help="How (word:1.2) weights apply: original (A1111's default: weighted, then each chunk's mean restored), no-norm, ignore (brackets parsed, weights dropped) or off (brackets are plain text).",
+@emphasis_option(
+    "How (word:1.2) weights apply: original (A1111's default: weighted, then each chunk's mean restored), no-norm, ignore (brackets parsed, weights dropped) or off (brackets are plain text)."
 )
 @click.option(
     "--clip-skip",
@@ -130,12 +128,8 @@ def _parse_batch_size(_ctx, _param, value):
     show_default=True,
     help="A1111's Clip skip: 1 uses the text encoder's last layer, 2 the one before it (diffusers' clip_skip=1), ...",
 )
-@click.option(
-    "--embeddings",
-    "embeddings_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder of textual-inversion embeddings (.pt, .safetensors, .bin) that prompts use by file name, or as embedding:NAME.  [default: $SDGEN_HOME/embeddings]",
+@embeddings_option(
+    "Folder of textual-inversion embeddings (.pt, .safetensors, .bin) that prompts use by file name, or as embedding:NAME.  [default: $SDGEN_HOME/embeddings]"
 )
 @click.option(
     "--out",

@@ -10,6 +10,7 @@ import click
 
 from ..errors import UsageError
 from ..registry import model_specs
+from .options import embeddings_option
 from .report import reporter, tensorflow_logs
 
 
@@ -50,12 +51,7 @@ def import_command(path, name, overwrite, prediction_type, default_size, quiet, 
 
 
 @click.command("models")
-@click.option(
-    "--embeddings",
-    "embeddings_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Folder of textual-inversion embeddings to list [$SDGEN_HOME/embeddings].",
-)
+@embeddings_option("Folder of textual-inversion embeddings to list [$SDGEN_HOME/embeddings].")
 @click.option("--json", "as_json", is_flag=True, help="Print the lists as JSON.")
 def models_command(embeddings_dir, as_json):
     """List the models `--model` accepts (built in and imported) and the

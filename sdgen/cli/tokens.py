@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-from pathlib import Path
 
 import click
 
@@ -21,8 +20,8 @@ from ..catalog import get_model_spec
 from ..config import emphasis_mode
 from ..families import family_of
 from ..text.chunks import CHUNK_TOKENS, PromptChunks, chunk_prompt
-from ..text.prompt_syntax import EMPHASIS_MODES
 from ..text.tokenizer import load_tokenizer
+from .options import embeddings_option, emphasis_option
 
 #: Width of the token lines of the human output.
 _LINE_WIDTH = 100
@@ -37,18 +36,8 @@ _LINE_WIDTH = 100
     show_default=True,
     help="Whose text encoder: its width (which embeddings must match) and padding.",
 )
-@click.option(
-    "--emphasis",
-    default="original",
-    show_default=True,
-    help=f"How (word:1.2) weights apply: {', '.join(EMPHASIS_MODES)} (A1111's labels work too).",
-)
-@click.option(
-    "--embeddings",
-    "embeddings_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Folder of textual-inversion embeddings [$SDGEN_HOME/embeddings].",
-)
+@emphasis_option()
+@embeddings_option("Folder of textual-inversion embeddings [$SDGEN_HOME/embeddings].")
 @click.option("--json", "as_json", is_flag=True, help="Print the same as JSON.")
 def tokens_command(prompt, negative_prompt, model, emphasis, embeddings_dir, as_json):
     """Show how CLIP sees PROMPT: the A1111 token count (n/75), each 75-token chunk with
