@@ -20,8 +20,7 @@ kept.
     python benchmarks/long_prompt.py --size 128 --repeats 1   # a quick check that it runs
 
 Needs about 10 GB free (9 GB at --size 128: the weights are full size); run nothing else
-beside it. A benchmark, not a test:
-it prints figures and ratios; machines are noisy.
+beside it. A benchmark, not a test: it prints figures and ratios; machines are noisy.
 """
 
 from __future__ import annotations
