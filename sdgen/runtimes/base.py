@@ -37,8 +37,9 @@ class Networks:
 
     guided: an optional fused fast path that a runtime may offer where combining the
         guidance inside its own compiled step is measurably faster (TensorFlow's fused
-        call on a GPU, see :mod:`sdgen.runtimes.tensorflow`). The pipeline uses it only
-        when both rows of the conditioning have one context length; the result must
+        call on a GPU, see :mod:`sdgen.runtimes.tensorflow`). The pipeline uses it when
+        both rows of the conditioning have one context length, or lengths it can repeat
+        to a common one (see :mod:`sdgen.pipeline.guidance`); the result must
         equal ``denoise`` followed by the pipeline's own combination up to rounding.
     """
 

@@ -3,8 +3,8 @@
 Like diffusers' ``prompt_embeds`` / ``negative_prompt_embeds``, the negative and the
 positive text states travel together but keep their own token lengths, so a long
 prompt (several 77-token chunks) and a short negative prompt can later meet in one
-generation; the pipeline then calls the U-Net once per half (see
-:mod:`sdgen.pipeline.guidance`).
+generation; the pipeline then calls the U-Net once per half, or a fused call over both
+contexts repeated to a common length (see :mod:`sdgen.pipeline.guidance`).
 """
 
 from __future__ import annotations
