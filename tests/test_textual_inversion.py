@@ -85,6 +85,20 @@ def test_half_precision_vectors_come_back_as_float32(tmp_path, dtype):
         np.testing.assert_array_equal(embedding.vectors, vectors.float().numpy())
 
 
+def test_bfloat16_vectors_read_as_ml_dtypes_arrays_come_back_as_float32(tmp_path):
+    """With ml_dtypes imported (TensorFlow does), safetensors hands out bfloat16 arrays
+    instead of failing over to sdgen's own reader; both ways give float32."""
+    import ml_dtypes
+
+    assert ml_dtypes.bfloat16  # imported, and so registered with NumPy
+    vectors = _vectors(2, seed=3).to(torch.bfloat16)
+    path = tmp_path / "half.safetensors"
+    safetensors.torch.save_file({"emb_params": vectors}, str(path))
+    embedding = read_embedding(path, width=768)
+    assert embedding.vectors.dtype == np.float32
+    np.testing.assert_array_equal(embedding.vectors, vectors.float().numpy())
+
+
 def test_safetensors_emb_params(tmp_path):
     vectors = _vectors(8, seed=5)
     path = tmp_path / "EasyNegative.safetensors"

@@ -206,6 +206,10 @@ def _as_vectors(found: object, path: Path) -> np.ndarray:
         raise EmbeddingError(
             f"embedding {path} has a tensor of shape {tuple(found.shape)}, not (vectors, width)"
         )
+    if found.dtype.name == "bfloat16":
+        # what safetensors gives once ml_dtypes is imported (TensorFlow imports it);
+        # without it the reader itself widens bfloat16 to float32
+        found = found.astype(np.float32)
     if not np.issubdtype(found.dtype, np.floating):
         raise EmbeddingError(f"embedding {path} holds {found.dtype} values, not floating point")
     vectors = np.array(found, dtype=np.float32)
