@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, OutputExistsError
+from .output.files import apply_umask
 from .registry import model_specs
 from .spec import ModelSpec
 
@@ -106,6 +107,7 @@ def install(name: str, build, info: dict, overwrite: bool = False) -> Path:
             "sdgen_version": __version__,
         }
         (staging / METADATA).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+        _apply_umask_to_tree(staging)
         if target.exists():
             old = target.with_name(f".{name}.old")
             os.replace(target, old)
@@ -116,6 +118,18 @@ def install(name: str, build, info: dict, overwrite: bool = False) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _apply_umask_to_tree(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes the umask asks for: ``mkdtemp``
+    (here and in the converter) makes folders ``0700``, which would keep a shared store
+    from the other users of a machine."""
+    apply_umask(folder, is_dir=True)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            apply_umask(Path(root) / name, is_dir=True)
+        for name in files:
+            apply_umask(Path(root) / name, is_dir=False)
 
 
 def source_sha256(path: Path) -> str:

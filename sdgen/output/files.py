@@ -1,8 +1,9 @@
 """Files that appear whole or not at all: atomic writes, link-or-rename, folder checks.
 
 Every file is written to a temporary name in the same folder and moved into place, so an
-interrupted run never leaves a partial or corrupt file behind. Also the file-name-safe
-slugs that output names are made of.
+interrupted run never leaves a partial or corrupt file behind. The file placed gets the
+mode a plain ``open()`` would have given it (``0666`` less the umask), not the ``0600``
+of the temporary. Also the file-name-safe slugs that output names are made of.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import errno
 import os
 import re
 import tempfile
+import threading
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,61 @@ def slugify(text: str, max_length: int = 48) -> str:
     return slug or "image"
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    Linux (4.7 and later) reports it in ``/proc/self/status``; elsewhere it is read the
+    only portable way, by setting a new one and restoring it. While it is swapped, a
+    file another thread creates gets the stricter ``0o077``, never a looser mode, and
+    ``_UMASK_LOCK`` keeps sdgen's own callers from reading the swapped value.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        umask = os.umask(0o077)
+        os.umask(umask)
+    return umask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def default_mode(is_dir: bool = False) -> int:
+    """The mode ``open()`` (``0o666``) or ``mkdir()`` (``0o777``) would give a new file or
+    folder under the current umask: ``0o644`` / ``0o755`` with umask ``022``."""
+    return (0o777 if is_dir else 0o666) & ~current_umask()
+
+
+def apply_umask(path: str | Path, is_dir: bool | None = None) -> None:
+    """Give ``path`` the mode a plain ``open()`` or ``mkdir()`` would have (see
+    ``default_mode``): for what was made through ``tempfile.mkstemp`` (``0600``) or
+    ``mkdtemp`` (``0700``) and then renamed into place. ``is_dir`` defaults to what
+    ``path`` is. Where the filesystem keeps no modes, or ``path`` belongs to another
+    user, it is left as it is. The model store and the weights cache call it."""
+    path = Path(path)
+    if is_dir is None:
+        is_dir = path.is_dir()
+    _chmod(path, default_mode(is_dir))
+
+
+#: What ``chmod()`` raises where a filesystem keeps no modes (gcsfuse, s3fs, SMB, FAT)
+#: or the file belongs to someone else: the mode stays as it is, the write goes on.
+_NO_MODES = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EROFS}
+
+
+def _chmod(path: str | Path, mode: int) -> None:
+    try:
+        os.chmod(path, mode)
+    except OSError as error:
+        if error.errno not in _NO_MODES:
+            raise
+
+
 def write_atomically(path: Path, data: bytes, overwrite: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
@@ -43,6 +100,7 @@ def write_atomically(path: Path, data: bytes, overwrite: bool = False) -> None:
         with _temporary_beside(path) as (handle, temporary):
             handle.write(data)
             handle.flush()
+            _chmod(temporary, default_mode())  # mkstemp made it 0600
             os.fsync(handle.fileno())
             handle.close()
             if overwrite:

@@ -40,12 +40,13 @@ def append_manifest(folder: Path, record: dict, shard: tuple[int, int] = (1, 1))
 
     The line goes out in a single ``write`` on a file opened for appending and is synced,
     so an interrupted run never leaves a torn line; each shard has a file of its own, so
-    concurrent shards (on other machines too) never append to the same file.
+    concurrent shards (on other machines too) never append to the same file. A new
+    manifest gets ``0666`` less the umask, as every file sdgen writes.
     """
     line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
     path = Path(folder) / manifest_name(shard)
     try:
-        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             size = os.fstat(descriptor).st_size
             if size and os.pread(descriptor, 1, size - 1) != b"\n":
