@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SdgenError
-from ..output.files import remove_temporaries, write_atomically
+from ..output.files import remove_temporaries
 from ..output.grid import grid_image
 from ..output.manifest import append_manifest
-from ..output.png import png_bytes, save_png
+from ..output.png import save_png
 from . import identity
 from .work import Failure, JobFailure, OutputOptions, Plan, PlannedImage
 
@@ -103,15 +103,13 @@ def run(
 
 def _write_grid(the_plan: Plan, made: dict) -> None:
     """The grid of the run, in the run's order: whichever images this run made (their
-    pixels in ``made``) and those an earlier one did (read back)."""
-    pixels = [
-        made[image.index] if image.index in made else _read_pixels(image.path)
-        for image in the_plan.images
-        if image.index in made or image.done
-    ]
-    if pixels:
-        data = png_bytes(grid_image(pixels), "sdgen grid")
-        write_atomically(the_plan.grid_path, data, overwrite=True)
+    pixels in ``made``) and those an earlier one did (read back). It carries the infotext
+    of its first image, as A1111's grids do, and takes the format of its suffix."""
+    shown = [image for image in the_plan.images if image.index in made or image.done]
+    if shown:
+        pixels = [made[i.index] if i.index in made else _read_pixels(i.path) for i in shown]
+        infotext = identity.infotext(shown[0].parameters())
+        save_png(the_plan.grid_path, grid_image(pixels), infotext, overwrite=True)
 
 
 def _already_made(the_plan: Plan, output: OutputOptions, executor) -> Iterator[Saved]:

@@ -1,8 +1,10 @@
-"""An HTML contact sheet of an output folder: ``index.html`` beside the PNGs.
+"""An HTML contact sheet of an output folder: ``index.html`` beside the images.
 
 The page shows every image of the folder's manifest (in sub-folders too) as a thumbnail
-linking to the full PNG, with its prompt, negative prompt, seed, sampler, steps, CFG
-scale, size, model and file name under it. It is one self-contained file: inline CSS, no
+linking to the full image, with its prompt, negative prompt, seed, sampler, steps, CFG
+scale, size, model and file name under it. Above them it links each run's grid: the
+``NAME-grid.SUFFIX`` beside an image ``NAME.SUFFIX`` (``--grid`` names a run's grid after
+its first image). It is one self-contained file: inline CSS, no
 JavaScript, no external resources, and relative links, so the folder can be moved or
 shared as a whole.
 
@@ -14,6 +16,7 @@ read every manifest file (other shards' too) and reads only what was appended si
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
@@ -29,8 +32,11 @@ _STYLE = """
 body { margin: 0; padding: 24px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI",
   Roboto, sans-serif; background: #f4f4f5; color: #18181b; }
 h1 { margin: 0 0 20px; font-size: 20px; font-weight: 600; }
+h2 { margin: 0 0 12px; font-size: 16px; font-weight: 600; }
 .grid { display: grid; gap: 20px;
   grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); }
+.grids { margin-bottom: 28px;
+  grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); }
 figure { margin: 0; background: #fff; border: 1px solid #e4e4e7; border-radius: 8px;
   overflow: hidden; display: flex; flex-direction: column; }
 figure a.thumb { display: block; background: #e4e4e7; line-height: 0; }
@@ -64,8 +70,9 @@ def write_contact_sheet(folder: Path, records: list[dict] | None = None) -> Path
     if records is None:
         records = read_manifest(folder)
     shown = _current_records(folder, records)
+    grids = grid_files(folder, [record["file"] for record in shown])
     path = folder / CONTACT_SHEET_NAME
-    write_atomically(path, render_contact_sheet(shown).encode("utf-8"), overwrite=True)
+    write_atomically(path, render_contact_sheet(shown, grids).encode("utf-8"), overwrite=True)
     return path
 
 
@@ -96,7 +103,8 @@ class ContactSheet:
         self._read_new()
         while True:
             ordered = sorted(self._cards.values())
-            page = _page(len(ordered), "\n".join(card for _, card in ordered))
+            grids = grid_files(self.folder, self._cards)
+            page = _page(len(ordered), "\n".join(card for _, card in ordered), grids)
             try:
                 write_atomically(self.path, page.encode("utf-8"), overwrite=True)
             except OutputError:
@@ -125,12 +133,27 @@ class ContactSheet:
         return bool(records)
 
 
-def render_contact_sheet(records: list[dict]) -> str:
-    """The HTML of a contact sheet showing ``records`` in the order given."""
-    return _page(len(records), "\n".join(_card(record) for record in records))
+def render_contact_sheet(records: list[dict], grids: Iterable[str] = ()) -> str:
+    """The HTML of a contact sheet showing ``records`` in the order given, after links to
+    the grid images ``grids`` (paths relative to the folder)."""
+    return _page(len(records), "\n".join(_card(record) for record in records), grids)
 
 
-def _page(count: int, cards: str) -> str:
+def grid_files(folder: Path, names: Iterable[str]) -> list[str]:
+    """The grids beside the images ``names`` (relative POSIX paths in ``folder``): for
+    each ``NAME.SUFFIX``, a file ``NAME-grid.SUFFIX`` that is not itself one of the
+    images; in name order. One ``stat`` per image, no folder listing."""
+    names = set(names)
+    grids = set()
+    for name in names:
+        image = PurePosixPath(name)
+        grid = image.with_name(f"{image.stem}-grid{image.suffix}").as_posix()
+        if grid not in names and grid not in grids and (Path(folder) / grid).is_file():
+            grids.add(grid)
+    return sorted(grids)
+
+
+def _page(count: int, cards: str, grids: Iterable[str] = ()) -> str:
     title = f"sdgen — {count} images"
     return (
         "<!DOCTYPE html>\n"
@@ -138,9 +161,26 @@ def _page(count: int, cards: str) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_text(title)}</title>\n<style>\n{_STYLE}\n</style>\n</head>\n<body>\n"
         f"<h1>{_text(title)}</h1>\n"
+        f"{_grid_section(list(grids))}"
         f'<main class="grid">\n{cards}\n</main>\n'
         "</body>\n</html>\n"
     )
+
+
+def _grid_section(grids: list[str]) -> str:
+    """Links to the grid images, as cards above the images; nothing without grids."""
+    if not grids:
+        return ""
+    cards = "\n".join(
+        "<figure>\n"
+        f'<a class="thumb" href="{_text(quote(name))}"><img src="{_text(quote(name))}"'
+        f' alt="{_text("grid " + name)}"></a>\n'
+        f"<figcaption><dl><dt>Grid</dt><dd>{_text(name)}</dd></dl></figcaption>\n"
+        "</figure>"
+        for name in grids
+    )
+    heading = "Grid" if len(grids) == 1 else "Grids"
+    return f'<h2>{heading}</h2>\n<section class="grid grids">\n{cards}\n</section>\n'
 
 
 def _current_records(folder: Path, records: list[dict]) -> list[dict]:

@@ -1,25 +1,33 @@
-"""PNGs with AUTOMATIC1111 infotext: writing the ``parameters`` chunk and reading it back.
+"""AUTOMATIC1111 infotext: the text of an image's generation parameters, written and
+parsed back.
 
 The infotext is the prompt line, a ``Negative prompt:`` line when there is one, then one
 line of ``Key: value`` settings. Which settings go there is decided by the request's
-identity (:mod:`sdgen.batch.identity`); this module only writes and parses the format.
+identity (:mod:`sdgen.batch.identity`); this module only writes and parses the text.
+Where an image file carries it (PNG chunk, EXIF UserComment) is :mod:`.formats`'s job;
+``save_png``, ``png_bytes`` and ``read_infotext`` stay here for their callers and handle
+every format sdgen writes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import re
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, PngImagePlugin
 
-from .files import write_atomically
+from .formats import INFOTEXT_KEY, image_bytes, read_infotext, save_image
 
-#: The PNG text chunk AUTOMATIC1111 reads generation parameters from.
-INFOTEXT_KEY = "parameters"
+__all__ = [
+    "INFOTEXT_KEY",
+    "format_infotext",
+    "format_number",
+    "parse_infotext",
+    "png_bytes",
+    "read_infotext",
+    "save_image",
+    "save_png",
+]
 
 
 def format_infotext(prompt: str, negative_prompt: str, settings: dict[str, object]) -> str:
@@ -69,21 +77,10 @@ def format_number(value: float) -> str:
 
 def png_bytes(pixels: np.ndarray, infotext: str) -> bytes:
     """A PNG of ``pixels`` (H, W, 3 uint8) with ``infotext`` in its ``parameters`` chunk."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text(INFOTEXT_KEY, infotext)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
+    return image_bytes(pixels, infotext, "PNG")
 
 
-def read_infotext(path: str | Path) -> str | None:
-    """The ``parameters`` text of a PNG, or None."""
-    with Image.open(path) as image:
-        return image.text.get(INFOTEXT_KEY)
-
-
-def save_png(path: Path, pixels: np.ndarray, infotext: str, overwrite: bool = False) -> str:
-    """Save an image with its infotext atomically; returns the file's sha256."""
-    data = png_bytes(pixels, infotext)
-    write_atomically(path, data, overwrite)
-    return hashlib.sha256(data).hexdigest()
+#: Save an image with its infotext atomically, in the format of the path's suffix
+#: (``.png``, ``.jpg``, ``.jpeg``, ``.webp``); returns the file's sha256. The name it had
+#: when sdgen wrote only PNGs.
+save_png = save_image
