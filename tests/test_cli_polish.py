@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import FAST
@@ -208,3 +211,22 @@ def test_ctrl_c_before_the_first_image_leaves_no_empty_folder(
     (hermetic / "mine").mkdir()  # a folder that was there before is kept
     result = run_cli("a cat", *FAST, "--seed", "1", "--outdir", "mine")
     assert result.exit_code == 130 and (hermetic / "mine").is_dir()
+
+
+def test_ctrl_c_that_tensorflow_turns_into_another_error_is_still_an_interrupt(
+    run_cli, monkeypatch
+):
+    def interrupt_inside_c_code(*_args):
+        # what a real Ctrl-C during a TensorFlow call gave: the KeyboardInterrupt comes
+        # out of the C code as a SystemError, which the executor reports as a failure
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise SystemError("listobject.c:338: bad argument to internal function") from None
+
+    monkeypatch.setattr(Progress, "__call__", interrupt_inside_c_code)
+    result = run_cli("a cat", *FAST, "--seed", "1")
+    assert result.exit_code == 130, result.stderr
+    assert result.stderr.rstrip().endswith("Error: interrupted; finished images were kept")
+    assert "SystemError" not in result.stderr

@@ -22,6 +22,8 @@ from .options import embeddings_option, emphasis_option
 from .report import (
     SectionedCommand,
     download_progress,
+    failure_json,
+    interrupts_noted,
     reporter,
     step_progress,
     tensorflow_logs,
@@ -312,8 +314,10 @@ def _run(request: GenerateRequest, say, quiet: bool, as_json: bool, debug: bool,
     # [k/n]: the k-th of the n images this run makes (this shard's, less those made before)
     to_make, made = len(generation.plan.todo), 0
     failures = []
-    with tensorflow_logs(debug, runtime):
+    with tensorflow_logs(debug, runtime), interrupts_noted() as interrupted:
         for event in generation.events():
+            if isinstance(event, Failed) and interrupted:
+                raise KeyboardInterrupt  # a Ctrl-C that TensorFlow turned into an error
             if isinstance(event, Failed):
                 click.echo(f"Error: {event.failure}", err=True)
                 failures.append(failure_json(event.failure, generation.plan))
@@ -333,20 +337,6 @@ def _run(request: GenerateRequest, say, quiet: bool, as_json: bool, debug: bool,
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     if summary.exit_code:
         raise SystemExit(summary.exit_code)
-
-
-def failure_json(failure, the_plan) -> dict:
-    """A failed line or image for ``--json``: its prompts-file line (None for a single
-    prompt), the indices and paths of the images it cost (none for a line that never
-    became a job) and the reason."""
-    paths = {image.index: str(image.path) for image in the_plan.images}
-    return {
-        "line": failure.line_number,
-        "indices": list(failure.indices),
-        "paths": [paths[i] for i in failure.indices if i in paths],
-        "count": failure.count,
-        "reason": failure.message,
-    }
 
 
 @contextlib.contextmanager

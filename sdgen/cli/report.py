@@ -1,11 +1,13 @@
-"""What a person sees: one-line messages, download and step progress and TensorFlow's
-start-up chatter kept off the terminal (all on stderr), and ``--help`` with its options
-under headings."""
+"""What a person or a script sees: one-line messages, download and step progress and
+TensorFlow's start-up chatter kept off the terminal (all on stderr), a failure as
+``--json`` lists it, a Ctrl-C reported as one whatever TensorFlow made of it, and
+``--help`` with its options under headings."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Mapping
 
@@ -50,6 +52,43 @@ def reporter(quiet: bool):
             click.echo(message, err=True)
 
     return say
+
+
+def failure_json(failure, the_plan) -> dict:
+    """A failed line or image for ``--json``: its prompts-file line (None for a single
+    prompt), the indices and paths of the images it cost (none for a line that never
+    became a job) and the reason."""
+    paths = {image.index: str(image.path) for image in the_plan.images}
+    return {
+        "line": failure.line_number,
+        "indices": list(failure.indices),
+        "paths": [paths[i] for i in failure.indices if i in paths],
+        "count": failure.count,
+        "reason": failure.message,
+    }
+
+
+@contextlib.contextmanager
+def interrupts_noted():
+    """A list that holds an entry once Ctrl-C was pressed. A KeyboardInterrupt raised
+    while TensorFlow runs C code can come out as another error (``SystemError: ... bad
+    argument to internal function``), which the executor reports as a failed image; with
+    this the run still ends as interrupted. Python's own handler still raises; a SIGINT
+    that is ignored (a background job) or handled by someone else is left alone."""
+    noted: list[bool] = []
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield noted
+        return
+
+    def note(signum, frame):
+        noted.append(True)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def download_progress():
