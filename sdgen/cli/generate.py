@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,15 @@ from ..registry import model_specs
 from ..runtimes import RUNTIMES
 from ..service import GenerateRequest, start_generation
 from .options import embeddings_option, emphasis_option
-from .report import download_progress, reporter, step_progress, tensorflow_logs
+from .report import (
+    SectionedCommand,
+    download_progress,
+    failure_json,
+    interrupts_noted,
+    reporter,
+    step_progress,
+    tensorflow_logs,
+)
 
 
 def _apply_preset(ctx: click.Context, _param, value):
@@ -69,7 +78,34 @@ def _parse_batch_size(_ctx, _param, value):
         raise click.BadParameter(f"{value!r} is not a whole number or '{AUTO_BATCH}'") from None
 
 
-@click.command()
+#: The headings of ``sdgen generate --help`` and the options under each.
+HELP_SECTIONS = {
+    "Prompt and text": (
+        "prompts_file",
+        "negative_prompt",
+        "emphasis",
+        "clip_skip",
+        "embeddings_dir",
+    ),
+    "Sampling": (
+        "steps",
+        "sampler",
+        "guidance_scale",
+        "seed",
+        "width",
+        "height",
+        "num_images",
+        "config",
+    ),
+    "Output": ("out", "outdir", "name_template", "grid", "overwrite", "force"),
+    "Model and weights": ("model", "checkpoint", "weights_dir", "offline"),
+    "Batch and distribution": ("batch_size", "shard", "ray_address", "ray_workers"),
+    "Runtime": ("runtime", "xla", "mixed_precision"),
+    "Reporting": ("quiet", "as_json", "debug", "help"),
+}
+
+
+@click.command(cls=SectionedCommand, sections=HELP_SECTIONS)
 @click.argument("prompt", required=False)
 @click.option(
     "--prompts-file",
@@ -255,7 +291,17 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
         ray_address=options["ray_address"],
         ray_workers=options["ray_workers"],
     )
-    with tensorflow_logs(debug, options["runtime"]):
+    # a shard leaves the shared folder alone: another shard may be about to write there
+    sharded = request.output.shard[1] > 1
+    with contextlib.nullcontext() if sharded else _no_empty_folder_left(request.output.folder):
+        _run(request, say, quiet, as_json, debug, prompts_file is not None)
+
+
+def _run(request: GenerateRequest, say, quiet: bool, as_json: bool, debug: bool, from_file: bool):
+    """Plan and run ``request``, reporting each image as it is saved or fails, then the
+    summary; exits with the run's status."""
+    runtime = request.load.runtime
+    with tensorflow_logs(debug, runtime):
         generation = start_generation(
             request,
             say=say,
@@ -265,23 +311,53 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
     if generation.already_made:
         say(f"{generation.already_made} image(s) already made by an earlier run: skipped")
     summary = generation.summary
-    with tensorflow_logs(debug, options["runtime"]):
+    # [k/n]: the k-th of the n images this run makes (this shard's, less those made before)
+    to_make, made = len(generation.plan.todo), 0
+    failures = []
+    with tensorflow_logs(debug, runtime), interrupts_noted() as interrupted:
         for event in generation.events():
+            if isinstance(event, Failed) and interrupted:
+                raise KeyboardInterrupt  # a Ctrl-C that TensorFlow turned into an error
             if isinstance(event, Failed):
                 click.echo(f"Error: {event.failure}", err=True)
+                failures.append(failure_json(event.failure, generation.plan))
+                made += len(event.failure.indices)
             elif not event.skipped:
+                made += 1
                 say(
-                    f"[{event.image.index + 1}/{summary.total}] {event.image.path}  "
+                    f"[{made}/{to_make}] {event.image.path}  "
                     f"seed {event.record['seed']}  {event.record['seconds']:.1f} s"
                 )
     if summary.grid is not None:
         say(f"grid {summary.grid}")
-    if prompts_file is not None or summary.skipped or (summary.failed and summary.done):
+    if from_file or summary.skipped or (summary.failed and summary.done):
         say(f"done {summary.done}, skipped {summary.skipped}, failed {summary.failed}")
     if as_json:
-        click.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2))
+        report = {**summary.as_json(), "failures": failures}
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     if summary.exit_code:
         raise SystemExit(summary.exit_code)
+
+
+@contextlib.contextmanager
+def _no_empty_folder_left(folder: Path):
+    """Remove the output folder (and the parents made with it) if this run created it
+    and leaves it empty: interrupted before the first image, or nothing made."""
+    created = []
+    missing = Path(os.path.abspath(folder))
+    while not missing.exists() and missing != missing.parent:
+        created.append(missing)
+        missing = missing.parent
+    try:
+        yield
+    finally:
+        for path in created:  # the deepest first; stop at one that holds something
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                break
 
 
 _CONFIG_OPTIONS = (
