@@ -249,13 +249,14 @@ class Generation:
         prompts file reported the same missing file). When that model is the whole run,
         its ``WeightsError`` is raised instead: the run ends with one message and exit
         status 1, with no ``image 0:`` in front."""
-        prepare = getattr(self.executor, "prepare", None)
+        prepare = getattr(self.executor, "prepare", None)  # tests inject bare executors
+        if prepare is None:
+            return self.plan
         todo = self.plan.todo
         failed: dict[str, SdgenError] = {}
         for model in dict.fromkeys(image.job.model for image in todo):
             try:
-                if prepare is not None:
-                    prepare(model)
+                prepare(model)
             except SdgenError as error:
                 failed[model] = error
         if not failed:
@@ -283,7 +284,10 @@ def start_generation(
     progress: Callable[[int, int], Callable] | None = None,
     download_progress=None,
 ) -> Generation:
-    """Read, check and plan ``request`` (nothing is loaded yet) and choose its executor.
+    """Read, check and plan ``request`` and choose its executor. Nothing is loaded, and
+    TensorFlow is not imported: every usage error that needs no network is raised here,
+    at once; ``events()`` then finds each model's weights and loads a model when its
+    first image needs it (a run that only skips loads none).
 
     progress: ``progress(images, steps)`` makes the step callback for the run, or None.
     """
