@@ -17,6 +17,8 @@ from .text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_LABELS, EMPHASIS_MODE
 
 #: Largest seed accepted, as in AUTOMATIC1111 (seeds are unsigned 32-bit there).
 MAX_SEED = 2**32 - 1
+#: The seed that asks for a random one, as in AUTOMATIC1111 (the same as leaving it unset).
+RANDOM_SEED = -1
 #: The U-Net downsamples the 1/8-size latent three times, so sizes are multiples of 64.
 SIZE_MULTIPLE = 64
 MAX_SIZE = 4096
@@ -42,7 +44,8 @@ class GenerationConfig:
     guidance_scale: classifier-free guidance scale, a finite number >= 0 [7.5];
         1 disables guidance (the unconditional pass is skipped).
     width, height: image size in pixels, multiples of 64 [None = the model's default].
-    seed: seed of image 0; image k uses ``seed + k`` [None = chosen at random].
+    seed: seed of image 0; image k uses ``seed + k`` [None = chosen at random]; -1 is
+        taken for None, as in AUTOMATIC1111.
     num_images: images to make for this prompt [1].
     batch_size: images denoised together [1]; it changes speed and memory, never pixels.
         ``"auto"``: as many as the free memory holds (see ``Pipeline.generate_iter``).
@@ -100,16 +103,26 @@ class GenerationConfig:
             )
         if self.batch_size != AUTO_BATCH:
             _check_int("batch_size", self.batch_size, minimum=1)
-        if self.seed is not None:
-            _check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
-            if self.seed + self.num_images - 1 > MAX_SEED:
-                raise ConfigError(
-                    f"seed {self.seed} + {self.num_images} images runs past {MAX_SEED}"
-                )
+        self._check_seed()
         from .samplers import get_sampler
 
         get_sampler(self.sampler)
         self._check_text_settings()
+
+    def _check_seed(self) -> None:
+        """-1 becomes None (a random seed, as in A1111); others are 0 to ``MAX_SEED``."""
+        if self.seed == RANDOM_SEED and type(self.seed) is int:  # A1111's "random"
+            object.__setattr__(self, "seed", None)
+        if self.seed is not None:
+            _check_int("seed", self.seed, maximum=MAX_SEED)
+            if self.seed < 0:
+                raise ConfigError(
+                    f"seed must be at least 0, or {RANDOM_SEED} for a random one, got {self.seed}"
+                )
+            if self.seed + self.num_images - 1 > MAX_SEED:
+                raise ConfigError(
+                    f"seed {self.seed} + {self.num_images} images runs past {MAX_SEED}"
+                )
 
     def _check_text_settings(self) -> None:
         object.__setattr__(self, "emphasis", emphasis_mode(self.emphasis))

@@ -106,6 +106,16 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
     ``Failure`` naming its line, so the other lines still run."""
     if (request.prompt is None) == (request.prompts_file is None):
         raise UsageError("give either a PROMPT or --prompts-file, not both or neither")
+    from .runtimes import RUNTIMES
+
+    if request.load.runtime not in RUNTIMES:  # before any weight is resolved
+        raise UsageError(
+            f"unknown runtime {request.load.runtime!r}; choose one of: {', '.join(RUNTIMES)}"
+        )
+    if request.load.weights_dir is not None:  # a mistyped folder, not missing files
+        from .weights import check_weights_dir
+
+        check_weights_dir(request.load.weights_dir)
     if request.load.runtime == "openvino":  # refuse before any work, not per image
         from .runtimes.openvino import check_options
 
@@ -211,8 +221,9 @@ class Generation:
 
             sheet = ContactSheet(self.output.outdir)
         try:
+            the_plan = self._without_missing_models()
             on_saved = None if sheet is None else (lambda _folder: sheet.update())
-            for event in run(self.plan, self.output, self.executor, self.progress, on_saved):
+            for event in run(the_plan, self.output, self.executor, self.progress, on_saved):
                 if isinstance(event, Failed):
                     summary.failed += event.failure.count
                 else:
@@ -232,6 +243,39 @@ class Generation:
         summary.device = devices[0] if devices else None
         summary.seconds = time.perf_counter() - self.started
 
+    def _without_missing_models(self) -> Plan:
+        """The plan less the images of models whose weights are missing, each such model
+        failing once, as one ``Failure`` for all its images (before, every line of a
+        prompts file reported the same missing file). When that model is the whole run,
+        its ``WeightsError`` is raised instead: the run ends with one message and exit
+        status 1, with no ``image 0:`` in front."""
+        prepare = getattr(self.executor, "prepare", None)  # tests inject bare executors
+        if prepare is None:
+            return self.plan
+        todo = self.plan.todo
+        failed: dict[str, SdgenError] = {}
+        for model in dict.fromkeys(image.job.model for image in todo):
+            try:
+                prepare(model)
+            except SdgenError as error:
+                failed[model] = error
+        if not failed:
+            return self.plan
+        if (
+            len(failed) == 1
+            and not self.plan.failures
+            and all(image.job.model in failed for image in self.plan.images)
+        ):
+            raise next(iter(failed.values()))
+        failures = list(self.plan.failures)
+        for model, error in failed.items():
+            lost = [image for image in todo if image.job.model == model]
+            lines = {image.job.line_number for image in lost}
+            line = lines.pop() if len(lines) == 1 else None
+            failures.append(Failure(str(error), line, tuple(image.index for image in lost)))
+        kept = [i for i in self.plan.images if i.done or i.job.model not in failed]
+        return replace(self.plan, images=kept, failures=failures)
+
 
 def start_generation(
     request: GenerateRequest,
@@ -240,7 +284,10 @@ def start_generation(
     progress: Callable[[int, int], Callable] | None = None,
     download_progress=None,
 ) -> Generation:
-    """Read, check and plan ``request`` (nothing is loaded yet) and choose its executor.
+    """Read, check and plan ``request`` and choose its executor. Nothing is loaded, and
+    TensorFlow is not imported: every usage error that needs no network is raised here,
+    at once; ``events()`` then finds each model's weights and loads a model when its
+    first image needs it (a run that only skips loads none).
 
     progress: ``progress(images, steps)`` makes the step callback for the run, or None.
     """

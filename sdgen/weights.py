@@ -9,6 +9,10 @@ Where a model's file is looked for, in order:
 4. otherwise the file is downloaded from its published URL (or from
    ``$SDGEN_WEIGHTS_MIRROR/FILENAME``) into sdgen's cache, unless ``offline``.
 
+1 stops at a folder; a model whose files are missing gets one error naming all of them,
+every folder looked in and the ways out (``--weights DIR``, ``$SDGEN_WEIGHTS_MIRROR``,
+``--model tiny``), not one error per file.
+
 Files from the caches and from downloads must match the published sha256; a mismatch is
 refused and never cached. A verified cached file is recorded with its size and mtime, so
 the next run does not hash gigabytes again. Files in ``weights_dir`` are the user's own
@@ -28,7 +32,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ChecksumError, WeightsError
+from .errors import ChecksumError, UsageError, WeightsError
 from .spec import ROLES, ModelSpec, WeightFile
 
 _CHUNK = 1 << 20
@@ -68,6 +72,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_weights_dir(folder: Path) -> None:
+    """Raise ``UsageError`` unless ``folder`` (``--weights DIR``) is an existing folder,
+    so a mistyped path is refused before any work instead of reported as missing files."""
+    if not folder.exists():
+        raise UsageError(f"--weights {folder}: the folder does not exist")
+    if not folder.is_dir():
+        raise UsageError(f"--weights {folder} is not a folder")
+
+
 def resolve_weights(
     spec: ModelSpec,
     weights_dir: Path | None = None,
@@ -76,20 +89,21 @@ def resolve_weights(
 ) -> dict[str, Path]:
     """Local paths of every weight file of ``spec``, by role, downloading what is missing.
 
-    Raises ``WeightsError`` when a file is missing (offline, or the download fails) and
-    ``ChecksumError`` when a cached or downloaded file has the wrong sha256.
+    Raises ``UsageError`` when ``weights_dir`` is not a folder; ``WeightsError`` when
+    files are missing (offline, or a download failed), naming every missing file, every
+    folder looked in and the ways out; ``ChecksumError`` when a cached or downloaded
+    file has the wrong sha256.
     """
-    if weights_dir is None and spec.weights_dir is not None:
-        weights_dir = spec.weights_dir  # an imported model's own folder
-    paths = {}
+    folder = weights_dir if weights_dir is not None else spec.weights_dir
+    wanted = {}
     for role in ROLES:
         weight = spec.file_for(role)
-        if weight is None and weights_dir is not None:
+        if weight is None and folder is not None:
             # a model with generated weights (tiny) can still be given files to load
             weight = WeightFile(role, DEFAULT_FILENAMES[role], url="", sha256="")
         if weight is not None:
-            paths[role] = resolve_file(spec, weight, weights_dir, offline, progress)
-    return paths
+            wanted[role] = weight
+    return _resolve(spec, wanted, weights_dir, offline, progress)
 
 
 def resolve_file(
@@ -100,40 +114,115 @@ def resolve_file(
     progress: DownloadProgress | None = None,
 ) -> Path:
     """The local path of one weight file; see :func:`resolve_weights`."""
-    if weights_dir is not None:
-        candidate = Path(weights_dir) / weight.filename
-        if not candidate.is_file():
-            raise WeightsError(
-                f"weights file {weight.filename} is not in {weights_dir} (from --weights)"
-                + (f"; download it from {weight.url} into that folder" if weight.url else "")
-            )
-        return candidate
+    return _resolve(spec, {weight.role: weight}, weights_dir, offline, progress)[weight.role]
 
-    looked = []
-    cached = cache_dir() / "weights" / spec.name / weight.filename
-    for candidate in [cached] + [d / weight.filename for d in keras_cache_dirs()]:
-        looked.append(candidate)
+
+def _resolve(
+    spec: ModelSpec,
+    wanted: dict[str, WeightFile],
+    weights_dir: Path | None,
+    offline: bool,
+    progress: DownloadProgress | None,
+) -> dict[str, Path]:
+    if weights_dir is not None or spec.weights_dir is not None:
+        return _from_folder(spec, wanted, weights_dir)
+    paths, missing = {}, {}
+    for role, weight in wanted.items():
+        found = _cached(spec, weight)
+        if found is None:
+            missing[role] = weight
+        else:
+            paths[role] = found
+    if missing and offline:
+        raise _missing_error(spec, list(missing.values()), None)
+    for number, (role, weight) in enumerate(missing.items()):
+        destination = cache_dir() / "weights" / spec.name / weight.filename
+        try:
+            download(mirror_url(weight), weight.sha256, destination, progress)
+        except ChecksumError:
+            raise
+        except WeightsError as error:  # this file and every one not tried yet
+            raise _missing_error(spec, list(missing.values())[number:], str(error)) from error
+        paths[role] = destination
+    return {role: paths[role] for role in wanted}
+
+
+def _from_folder(
+    spec: ModelSpec, wanted: dict[str, WeightFile], weights_dir: Path | None
+) -> dict[str, Path]:
+    """The files of ``wanted`` in ``weights_dir`` (``--weights``) or, without it, in the
+    folder of an imported model, taken as they are: they are the user's own."""
+    folder = Path(weights_dir if weights_dir is not None else spec.weights_dir)
+    where = "from --weights" if weights_dir is not None else f"the folder of model {spec.name}"
+    if weights_dir is not None:
+        check_weights_dir(folder)
+    missing = [w for w in wanted.values() if not (folder / w.filename).is_file()]
+    if missing:
+        names = ", ".join(w.filename for w in missing)
+        noun = "weights file" if len(missing) == 1 else f"{len(missing)} weights files"
+        source = _published_at(missing)
+        them = "it" if len(missing) == 1 else "them"
+        raise WeightsError(
+            f"{noun} {names} {'is' if len(missing) == 1 else 'are'} not in {folder} "
+            f"({where})" + (f"; download {them} from {source} into that folder" if source else "")
+        )
+    return {role: folder / weight.filename for role, weight in wanted.items()}
+
+
+def _cached(spec: ModelSpec, weight: WeightFile) -> Path | None:
+    """``weight`` in sdgen's or Keras's cache (raising ``ChecksumError`` for a wrong
+    file there), or None."""
+    for folder in looked_in(spec):
+        candidate = folder / weight.filename
         if candidate.is_file():
             _check_cached(candidate, weight)
             return candidate
+    return None
 
-    if offline:
-        places = ", ".join(str(p) for p in looked)
-        raise WeightsError(
-            f"weights file {weight.filename} not found and --offline is set; looked in: "
-            f"{places}. Download it from {weight.url} and pass its folder with --weights DIR"
-        )
-    url = mirror_url(weight)
-    try:
-        download(url, weight.sha256, cached, progress)
-    except ChecksumError:
-        raise
-    except WeightsError as error:
-        raise WeightsError(
-            f"{error}; to provide it yourself, put {weight.filename} in a folder and pass "
-            f"--weights DIR, or place it at {cached}"
-        ) from error
-    return cached
+
+def looked_in(spec: ModelSpec) -> list[Path]:
+    """The folders searched for ``spec``'s files when no ``--weights`` is given, in
+    order: sdgen's cache (where downloads go), then the Keras caches."""
+    return [cache_dir() / "weights" / spec.name, *keras_cache_dirs()]
+
+
+def _missing_error(
+    spec: ModelSpec, missing: list[WeightFile], download_error: str | None
+) -> WeightsError:
+    """One message for every file of ``spec`` that is not here: what is missing, where
+    sdgen looked, why it could not fetch them (``download_error``; None: offline), and
+    the three ways out."""
+    names = ", ".join(w.filename for w in missing)
+    one = len(missing) == 1
+    noun = "weights file" if one else "weights files"
+    folders = [str(p) for p in looked_in(spec)]
+    places = ", ".join(folders[:-1]) + f" or {folders[-1]}" if len(folders) > 1 else folders[0]
+    them = "it" if one else "them"
+    source = _published_at(missing)
+    mirror = os.environ.get("SDGEN_WEIGHTS_MIRROR")
+    if download_error is None:
+        reason = "--offline is set"
+        fetch = f"run without --offline to download {them} (from $SDGEN_WEIGHTS_MIRROR if set)"
+    else:
+        reason = download_error
+        now = f" (now {mirror})" if mirror else ""
+        fetch = f"set $SDGEN_WEIGHTS_MIRROR{now} to a server that has {them}"
+    return WeightsError(
+        f"{noun} {names} of {spec.name} {'is' if one else 'are'} missing: not in {places}, "
+        f"and {reason}. Ways out: put {them} in a folder and pass --weights DIR"
+        + (f" (download {them} from {source})" if source else "")
+        + f"; or {fetch}; or try sdgen without weights: --model tiny"
+    )
+
+
+def _published_at(weights: list[WeightFile]) -> str:
+    """Where ``weights`` are published: the folder of their URLs when they share one,
+    else the URLs; "" for files without one (an imported model's)."""
+    urls = [w.url for w in weights if w.url]
+    bases = {url.rsplit("/", 1)[0] for url in urls}
+    if len(urls) > 1 and len(bases) == 1:
+        return f"{bases.pop()}/"
+    return ", ".join(urls)
 
 
 def mirror_url(weight: WeightFile) -> str:

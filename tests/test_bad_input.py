@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TINY, png_files
+from conftest import FAST, TINY, png_files
 
 USAGE, FAILURE, SOME_FAILED = 2, 1, 3
 
@@ -123,8 +123,23 @@ def test_unknown_preset_key_is_an_error(run_cli, hermetic):
 
 
 def test_bad_seed(run_cli):
-    assert_error(run_cli("x", *TINY, "--seed", "-1"), USAGE, "seed must be at least 0")
+    assert_error(run_cli("x", *TINY, "--seed", "-2"), USAGE, "seed must be at least 0, or -1")
     assert_error(run_cli("x", *TINY, "--seed", str(2**32)), USAGE, "seed must be at most")
+
+
+def test_seed_minus_one_means_random(run_cli, hermetic):
+    """As in AUTOMATIC1111: from the CLI, a prompts file (JSON too) and the API."""
+    from sdgen.config import MAX_SEED, GenerationConfig
+    from sdgen.output.manifest import read_manifest
+
+    assert GenerationConfig(prompt="x", seed=-1).seed is None
+    (hermetic / "p.txt").write_text('{"prompt": "a dog", "seed": -1}\n')
+    for source in (["a cat", "--seed", "-1", "--num-images", "2"], ["--prompts-file", "p.txt"]):
+        result = run_cli(*source, *FAST)
+        assert result.exit_code == 0, result.stderr
+    seeds = [record["seed"] for record in read_manifest(hermetic / "outputs")]
+    assert len(seeds) == 3 and all(0 <= seed <= MAX_SEED for seed in seeds), seeds
+    assert seeds[1] == seeds[0] + 1
 
 
 def test_batch_size_is_a_number_or_auto(run_cli):
@@ -135,7 +150,7 @@ def test_batch_size_is_a_number_or_auto(run_cli):
 def test_weights_folder_missing_a_file(run_cli, hermetic):
     (hermetic / "w").mkdir()
     result = run_cli("x", *TINY, "--weights", "w")
-    assert_error(result, FAILURE, "kcv_encoder.h5", "is not in w")
+    assert_error(result, FAILURE, "kcv_encoder.h5", "kcv_decoder.h5", "are not in w")
 
 
 def test_out_of_memory_suggests_smaller_batch_or_size(run_cli, hermetic, monkeypatch):

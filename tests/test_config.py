@@ -37,7 +37,8 @@ def test_config_is_frozen():
         {"height": 32},
         {"num_images": 0},
         {"batch_size": 0},
-        {"seed": -1},
+        {"seed": -2},  # -1 is a random seed, as in A1111
+        {"seed": -1.0},
         {"seed": 2**32 - 1, "num_images": 2},
         {"sampler": "nope"},
     ],

@@ -63,6 +63,16 @@ class LoadOptions:
     embeddings_dir: Path | None = None
 
 
+def prepare_weights(options: LoadOptions, model: str, download_progress=None) -> None:
+    """Find (or download) every weights file of ``model`` before its first image, so a
+    model whose files are missing fails once with one message naming them all
+    (``WeightsError``), not once per job. Loading the networks waits for that image."""
+    from ..catalog import get_model_spec
+    from ..weights import resolve_weights
+
+    resolve_weights(get_model_spec(model), options.weights_dir, options.offline, download_progress)
+
+
 def _describe(pipeline) -> str:
     device = pipeline.device
     if device.runtime == "openvino":
@@ -96,6 +106,14 @@ class LocalExecutor:
     loader: Callable | None = None
     available: Callable[[], int | None] = available_memory
     estimate: Callable[[str], int] = memory_estimate
+    #: why a model could not be loaded, so its later jobs fail at once, not load again
+    load_failures: dict = field(default_factory=dict)
+
+    def prepare(self, model: str) -> None:
+        """Raise ``SdgenError`` now if ``model``'s weights are missing (see
+        ``prepare_weights``); a model already loaded needs nothing."""
+        if model not in self.pipelines:
+            prepare_weights(self.options, model, self.download_progress)
 
     def pipeline(self, model: str, width: int | None = None, height: int | None = None):
         """The loaded pipeline of ``model``, loading it (at ``width`` x ``height`` first)
@@ -162,8 +180,11 @@ class LocalExecutor:
         for job, ks in work:
             remaining = set(ks)
             on_step = None if callback is None else functools.partial(callback, job)
+            if job.model in self.load_failures:
+                yield job, JobFailure(sorted(remaining), self.load_failures[job.model])
+                continue
             try:
-                pipeline = self.pipeline(job.model, job.config.width, job.config.height)
+                pipeline = self._pipeline_for(job)
                 for image in pipeline.generate_iter(job.config, on_step, only=ks):
                     remaining.discard(image.index)
                     yield job, image
@@ -174,6 +195,14 @@ class LocalExecutor:
                     job,
                     JobFailure(sorted(remaining), f"unexpected {type(error).__name__}: {error}"),
                 )
+
+    def _pipeline_for(self, job):
+        """The pipeline of ``job``'s model; a load that fails is remembered."""
+        try:
+            return self.pipeline(job.model, job.config.width, job.config.height)
+        except SdgenError as error:
+            self.load_failures[job.model] = str(error)
+            raise
 
     def close(self) -> None:
         pass
@@ -232,6 +261,13 @@ class RayExecutor:
         per_actor = {"num_gpus": 1} if gpus else {"num_cpus": max(1, cpus // count)}
         worker = ray.remote(_RayWorker)
         self.actors = [worker.options(**per_actor).remote(self.options) for _ in range(count)]
+
+    def prepare(self, model: str) -> None:
+        """For a local Ray instance, whose actors share this machine's caches, find or
+        download ``model``'s weights here first (see ``prepare_weights``); a cluster's
+        machines have caches of their own."""
+        if self.address == "local":
+            prepare_weights(self.options, model)
 
     def run(self, work, callback=None) -> Iterator:
         """Hand batches to idle actors and yield images as they come back."""

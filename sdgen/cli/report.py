@@ -120,13 +120,18 @@ def step_progress(quiet: bool, total: int, steps: int):
 
 
 @contextlib.contextmanager
-def tensorflow_logs(debug: bool, runtime: str = "tensorflow"):
+def tensorflow_logs(debug: bool, runtime: str | None = None):
     """Keep TensorFlow's start-up chatter (absl and C++ logs written straight to file
     descriptor 2 before any log level applies) off the terminal unless ``--debug``.
-    The OpenVINO runtime imports TensorFlow only to convert a network (quietly too)."""
+
+    runtime: generate's runtime. Generating leaves the import to the first model load
+    (``import_tensorflow``, quiet while ``$TF_CPP_MIN_LOG_LEVEL`` is 3), so a usage
+    error or a rerun that only skips never waits for TensorFlow; with ``--debug`` it is
+    imported now, with its logs. The OpenVINO runtime imports it only to convert a
+    network (quietly too). Without a runtime (``sdgen import``) it is imported now."""
     if not debug:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if runtime == "tensorflow":
+    if runtime is None or (debug and runtime == "tensorflow"):
         from ..runtimes.tensorflow import import_tensorflow
 
         import_tensorflow(quiet=not debug)

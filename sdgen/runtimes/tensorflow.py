@@ -43,9 +43,16 @@ class DeviceSettings:
     free_memory: int | None = None
 
 
-def import_tensorflow(quiet: bool = True):
+def import_tensorflow(quiet: bool | None = None):
     """Import TensorFlow; with ``quiet``, its start-up chatter (absl and C++ logs written
-    straight to file descriptor 2 before any log level applies) is kept off the terminal."""
+    straight to file descriptor 2 before any log level applies, and the ``cuInit`` error
+    of a machine without a GPU) is kept off the terminal.
+
+    quiet: None is quiet unless ``$TF_CPP_MIN_LOG_LEVEL`` asks for logs (is set below 3),
+    so the library is as quiet as the CLI. sdgen imports TensorFlow here when the first
+    model loads (``detect_device``), never to read, check or plan a request."""
+    if quiet is None:
+        quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") == "3"
     if "tensorflow" in sys.modules or not quiet:
         import tensorflow
 
@@ -72,7 +79,7 @@ def detect_device(xla: bool | None = None, mixed_precision: bool | None = None) 
     one fused U-Net call per step; on a CPU XLA and mixed precision off, because there
     XLA made keras_cv slower (32 s against 23 s for 4 steps at 256 px on 2 cores) and
     float16 is emulated, and one U-Net call per row (see ``DeviceSettings``)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     gpus = tf.config.list_physical_devices("GPU")
     capability = (0, 0)
