@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ChecksumError, UsageError, WeightsError
+from .output.files import apply_umask
 from .spec import ROLES, ModelSpec, WeightFile
 
 _CHUNK = 1 << 20
@@ -281,6 +282,7 @@ def download(
                 f"refusing {url}: its sha256 is {actual}, expected {sha256}; "
                 "the file was not cached"
             )
+        apply_umask(temporary)  # mkstemp made it 0600
         os.replace(temporary, destination)
         _record_verified(destination, sha256)
     finally:

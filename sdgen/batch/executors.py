@@ -191,6 +191,9 @@ class LocalExecutor:
             except SdgenError as error:
                 yield job, JobFailure(sorted(remaining), str(error))
             except Exception as error:
+                if isinstance(error.__context__, KeyboardInterrupt):
+                    # a Ctrl-C inside TensorFlow's C code can surface as another error
+                    raise KeyboardInterrupt from error
                 yield (
                     job,
                     JobFailure(sorted(remaining), f"unexpected {type(error).__name__}: {error}"),
