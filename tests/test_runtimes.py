@@ -233,7 +233,8 @@ def test_missing_openvino_is_one_line_naming_the_extra(run_cli, hermetic, monkey
     result = run_cli("a cat", "--model", "tiny", "--steps", "2", "--runtime", "openvino")
     assert result.exit_code == 2
     assert only_line(result.stderr) == (
-        "Error: --runtime openvino needs OpenVINO: pip install 'sdgen[openvino]'"
+        "Error: --runtime openvino needs OpenVINO: in your sdgen clone, "
+        ".venv/bin/pip install -e '.[openvino]'"
     )
     assert not (hermetic / "outputs").exists()
 

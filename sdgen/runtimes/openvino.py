@@ -62,7 +62,8 @@ def import_openvino():
         import openvino
     except ImportError as error:
         raise RuntimeUnavailableError(
-            "--runtime openvino needs OpenVINO: pip install 'sdgen[openvino]'"
+            "--runtime openvino needs OpenVINO: in your sdgen clone, "
+            ".venv/bin/pip install -e '.[openvino]'"
         ) from error
     return openvino
 
