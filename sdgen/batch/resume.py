@@ -27,6 +27,9 @@ from . import identity
 from .naming import leading_number, template_fields
 from .work import Job, OutputOptions, PlannedImage
 
+#: Where a record stands in the folder's manifests, oldest first (added on reading).
+_POSITION = "_position"
+
 
 @dataclass(frozen=True)
 class Run:
@@ -57,11 +60,12 @@ class EarlierRun:
     def read(cls, folder: Path, outdir: Path | None = None) -> EarlierRun:
         """The records of ``folder``; with ``outdir``, also its numbered files."""
         earlier = cls()
-        for record in read_manifest(folder):
+        for position, record in enumerate(read_manifest(folder)):  # oldest first
             if isinstance(record.get("file"), str):
-                earlier.by_file[record["file"]] = record
+                earlier.by_file.pop(record["file"], None)
+                earlier.by_file[record["file"]] = {**record, _POSITION: position}
         # newest first: the latest record of an identity or an index wins
-        for record in sorted(earlier.by_file.values(), key=_created, reverse=True):
+        for record in reversed(earlier.by_file.values()):
             earlier.by_identity.setdefault(identity.identity(record), []).append(record)
             if isinstance(record.get("index"), int) and isinstance(record.get("seed"), int):
                 earlier.by_index.setdefault(record["index"], []).append(record)
@@ -73,7 +77,7 @@ class EarlierRun:
         """The latest earlier run of this request: of ``(first run index, job)`` pairs,
         whose jobs' images it recorded at the same run index, with the same identity (a
         job without a seed: any seed). None if there is none."""
-        found = []  # (created, base, first index, seed) of each matching record
+        found = []  # (position, base, first index, seed) of each matching record
         for start, job in jobs:
             wanted = identity.identity(PlannedImage(start, 0, job, Path()).parameters(), False)
             seed = job.config.seed
@@ -82,7 +86,7 @@ class EarlierRun:
                     if seed is not None and record["seed"] != seed + k:
                         continue
                     if identity.identity(record, with_seed=False) == wanted:
-                        found.append((_created(record), _base(record), start, record["seed"] - k))
+                        found.append((record[_POSITION], _base(record), start, record["seed"] - k))
         if not found:
             return None
         base = max(found)[1]
@@ -160,10 +164,6 @@ def check_free(image: PlannedImage, output: OutputOptions) -> PlannedImage:
     else:
         way_out = "add {index} to --name-template or use another --outdir"
     raise OutputExistsError(f"{path} already exists and holds another image; {way_out}")
-
-
-def _created(record: dict) -> str:
-    return str(record.get("created") or "")
 
 
 def _base(record: dict) -> int:
