@@ -80,7 +80,8 @@ def plan(jobs: list[Job], output: OutputOptions, failures: list[Failure] | None 
         ]
     grid_path = None
     if output.grid and images:
-        # the grid is sdgen's own output beside the first image: a rerun rewrites it
+        # sdgen's own output beside the first image, never in a rerun's way: run()
+        # rewrites it when the run makes images and leaves it when all were skipped
         first = images[0].path
         grid_path = first.with_name(f"{first.stem}-grid.png")
     return Plan(list(images), list(failures or []), grid_path, total)
