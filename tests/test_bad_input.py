@@ -107,8 +107,8 @@ def test_existing_output_is_never_overwritten_without_flag(run_cli, hermetic):
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_out_must_be_png(run_cli):
-    assert_error(run_cli("x", *TINY, "--out", "picture.jpg"), USAGE, "must end in .png")
+def test_out_must_be_an_image_file_type(run_cli):
+    assert_error(run_cli("x", *TINY, "--out", "picture.gif"), USAGE, "must end in .png, .jpg")
 
 
 def test_unknown_model_preset_and_sampler(run_cli, hermetic):

@@ -61,18 +61,25 @@ def test_mixed_prompt_file_runs_every_good_line_and_reports_bad_ones(run_cli, he
 
 def test_rerun_skips_finished_images_and_force_regenerates(run_cli, hermetic):
     write(hermetic / "p.txt", "one\ntwo\n")
-    first = run_cli("--prompts-file", "p.txt", *FAST)  # random seeds
+    first = run_cli("--prompts-file", "p.txt", *FAST, "--seed", "1")
     assert first.exit_code == 0, first.stderr
     made = {p.name: p.stat().st_mtime_ns for p in png_files(hermetic / "outputs")}
     assert len(made) == 2
-    again = run_cli("--prompts-file", "p.txt", *FAST)
+    again = run_cli("--prompts-file", "p.txt", *FAST, "--seed", "1")
     assert again.exit_code == 0, again.stderr
     assert "done 0, skipped 2, failed 0" in again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in png_files(hermetic / "outputs")} == made
     assert len(read_manifest(hermetic / "outputs")) == 2
+    # without --seed the finished request is new work (new seeds); --force remakes the
+    # latest run's images at their files
+    fresh = run_cli("--prompts-file", "p.txt", *FAST)
+    assert fresh.exit_code == 0 and "done 2, skipped 0" in fresh.stderr
+    latest = sorted(p.name for p in png_files(hermetic / "outputs") if p.name not in made)
+    assert len(latest) == 2
     forced = run_cli("--prompts-file", "p.txt", *FAST, "--force")
     assert forced.exit_code == 0 and "done 2, skipped 0" in forced.stderr
-    assert sorted(p.name for p in png_files(hermetic / "outputs")) == sorted(made)
+    assert sorted(p.name for p in png_files(hermetic / "outputs")) == sorted([*made, *latest])
+    assert len(read_manifest(hermetic / "outputs")) == 6
     # a changed setting is new work, not a silent skip
     changed = run_cli("--prompts-file", "p.txt", *FAST, "--steps", "3", "--seed", "5")
     assert "done 2, skipped 0" in changed.stderr

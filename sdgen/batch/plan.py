@@ -1,22 +1,41 @@
 """Plan a batch: every image's seed, file name and status, before any model is loaded.
 
-``plan()`` is cheap and needs no model: it fixes every image's seed and file name, works
-out which images an earlier run already made (same file, same identity: they are
-skipped), and refuses to touch files it did not make, before any weight is loaded.
+``plan()`` is cheap and needs no model. It finds the latest earlier run of the same
+request in the folder's manifests (:mod:`sdgen.batch.resume`) and decides:
+
+- seeds: a job without ``--seed`` takes the seed that run chose, so a killed or failed
+  run resumes with the same images; once the request is finished (every image of this
+  shard there), a rerun without ``--seed`` draws new seeds and makes new images, as
+  AUTOMATIC1111 and every other tool do. With ``--seed``, a rerun of a finished request
+  makes nothing.
+- status: an image whose identity the manifest records, with its file there and
+  intact, is skipped wherever that file is.
+- names: in ``--outdir``, ``{index}`` is a folder-wide counter: a new image's number is
+  its run index plus the run's base, the base of the run it resumes or else the
+  folder's next free number, so other settings never land on an earlier file. Every
+  shard of a run computes the same base from the same records (see
+  ``EarlierRun.next_number``), and the numbers of shards never meet, since each takes
+  its own run indices.
+
+It refuses to touch files it did not make, before any weight is loaded.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import replace
+from pathlib import Path
 
 from ..catalog import get_model_spec
 from ..config import MAX_SEED, GenerationConfig
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError
 from ..output.files import ensure_writable_folder, slugify
 from .naming import check_template, image_path
-from .resume import EarlierRun, status
+from .resume import EarlierRun, check_free
 from .work import Failure, Job, OutputOptions, Plan, PlannedImage
+
+#: The path of an image in ``--outdir`` until ``_numbered`` names it.
+_UNNAMED = Path()
 
 
 def plan(jobs: list[Job], output: OutputOptions, failures: list[Failure] | None = None) -> Plan:
@@ -28,28 +47,25 @@ def plan(jobs: list[Job], output: OutputOptions, failures: list[Failure] | None 
     is not a finished sdgen image of the same parameters (unless ``overwrite``).
     """
     check_template(output.name_template)
-    shard, shards = output.shard
-    total = sum(job.config.num_images for job in jobs)
-    earlier = EarlierRun.read(output.folder)
+    starts, total = [], 0  # (first run index, job) of each job
     sizes: dict[str, int] = {}  # model -> default size, looked up once per model
-    images, failures, index = [], list(failures or []), 0
     for job in jobs:
-        if job.model not in sizes:
-            sizes[job.model] = get_model_spec(job.model).default_size
-        config = job.config
-        if config.width is None or config.height is None:
-            size = sizes[job.model]
-            config = replace(config, width=config.width or size, height=config.height or size)
-            job = replace(job, config=config)
-        if config.seed is None:
-            seed = earlier.seed(job, index) or _random_seed(config)
-            job = replace(job, config=replace(config, seed=seed))
-        slug = slugify(config.prompt) if output.out is None else None
-        for k in range(config.num_images):
-            path = image_path(output, index, total, job, k, slug)
-            if index % shards == shard - 1:
-                images.append(PlannedImage(index, k, job, path))
-            index += 1
+        starts.append((total, _sized(job, sizes)))
+        total += job.config.num_images
+    templated = output.out is None
+    earlier = EarlierRun.read(output.folder, output.outdir if templated else None)
+    run = earlier.find_run(starts)
+    images = _images(starts, total, run.seeds if run else {}, earlier, output)
+    unseeded = any(job.config.seed is None for _, job in starts)
+    if run is not None and unseeded and not output.force and all(i.done for i in images):
+        run = None  # a finished request: new seeds, new images
+        images = _images(starts, total, {}, earlier, output)
+    remade = {image.path for image in images if output.force and image.path != _UNNAMED}
+    if templated:
+        following = earlier.next_number(job for _, job in starts)
+        fits = run is not None and (run.size >= total or run.base + run.size >= following)
+        base = run.base if fits else following
+        images = [_numbered(image, base, total, output) for image in images]
     paths = [image.path for image in images]
     if len(set(paths)) != len(paths):
         raise ConfigError(
@@ -57,14 +73,74 @@ def plan(jobs: list[Job], output: OutputOptions, failures: list[Failure] | None 
         )
     for folder in sorted({path.parent for path in paths}):
         ensure_writable_folder(folder)
-    images = [status(image, earlier, output) for image in images]
+    if not (output.force and output.out is not None):  # --force --out replaces its files
+        images = [
+            image if image.done or image.path in remade else check_free(image, output)
+            for image in images
+        ]
     grid_path = None
     if output.grid and images:
+        # sdgen's own output beside the first image, never in a rerun's way: run()
+        # rewrites it when the run makes images and leaves it when all were skipped
         first = images[0].path
-        grid_path = first.with_name(f"{first.stem}-grid{first.suffix}")
-        if grid_path.exists() and not (output.overwrite or output.force):
-            raise OutputExistsError(f"{grid_path} already exists; pass --overwrite to replace it")
-    return Plan(images, failures, grid_path)
+        grid_path = first.with_name(f"{first.stem}-grid.png")
+    return Plan(list(images), list(failures or []), grid_path, total)
+
+
+def _sized(job: Job, sizes: dict[str, int]) -> Job:
+    """``job`` with its model's default width and height where it sets none."""
+    config = job.config
+    if config.width is not None and config.height is not None:
+        return job
+    if job.model not in sizes:
+        sizes[job.model] = get_model_spec(job.model).default_size
+    size = sizes[job.model]
+    config = replace(config, width=config.width or size, height=config.height or size)
+    return replace(job, config=config)
+
+
+def _images(
+    starts: list[tuple[int, Job]],
+    total: int,
+    seeds: dict[int, int],
+    earlier: EarlierRun,
+    output: OutputOptions,
+) -> list[PlannedImage]:
+    """This shard's images of the jobs, their seeds chosen (``seeds`` by a job's first
+    run index, else the job's own or a random one) and each marked ``done`` where an
+    earlier run finished it (with ``--force``: to be made again at the same file). With
+    ``--out`` each has its path; in ``--outdir`` only those of an earlier run do
+    (``_numbered`` names the others)."""
+    shard, shards = output.shard
+    images = []
+    for start, job in starts:
+        config = job.config
+        if config.seed is None:
+            seed = seeds.get(start)
+            job = replace(
+                job, config=replace(config, seed=_random_seed(config) if seed is None else seed)
+            )
+        for k in range(config.num_images):
+            index = start + k
+            if index % shards != shard - 1:
+                continue
+            path = _UNNAMED if output.out is None else image_path(output, index, total, job, k)
+            image = PlannedImage(index, k, job, path)
+            finished = earlier.finished(image, output)
+            if finished is not None and output.force:  # made again, at the same file
+                finished = replace(finished, done=False, sha256=None)
+            images.append(finished or image)
+    return images
+
+
+def _numbered(image: PlannedImage, base: int, total: int, output: OutputOptions) -> PlannedImage:
+    """An image to make in ``--outdir``, named with its number ``base + index``."""
+    if image.path != _UNNAMED:
+        return image  # an earlier run's file: skipped, or remade with --force
+    number = base + image.index
+    slug = slugify(image.job.config.prompt)
+    path = image_path(output, image.index, total, image.job, image.k, slug, number)
+    return replace(image, path=path, number=number)
 
 
 def _random_seed(config: GenerationConfig) -> int:

@@ -86,7 +86,7 @@ def run(
             target.path.parent.mkdir(parents=True, exist_ok=True)
             infotext = identity.infotext(target.parameters())
             sha256 = save_png(target.path, result.pixels, infotext, overwrite)
-            record = _record(target, sha256, executor, result.seconds, output)
+            record = _record(target, sha256, executor, result.seconds, output, the_plan.run_images)
             append_manifest(folder, record, output.shard)
         except SdgenError as error:
             yield Failed(Failure(str(error), job.line_number, (target.index,)))
@@ -97,7 +97,10 @@ def run(
         if on_saved is not None:
             on_saved(folder)
         yield Saved(target, record)
-    if the_plan.grid_path is not None:
+    # the grid is rewritten when this run made images, or when it is missing; a rerun
+    # that only skips leaves it as it is
+    grid = the_plan.grid_path
+    if grid is not None and (made or not grid.exists()):
         _write_grid(the_plan, made)
 
 
@@ -117,7 +120,7 @@ def _already_made(the_plan: Plan, output: OutputOptions, executor) -> Iterator[S
     of any whose line a kill lost."""
     for image in the_plan.images:
         if image.done:
-            record = _record(image, image.sha256, executor, None, output)
+            record = _record(image, image.sha256, executor, None, output, the_plan.run_images)
             if image.recover:
                 append_manifest(output.folder, record, output.shard)
             yield Saved(image, record, skipped=True)
@@ -141,12 +144,17 @@ def _read_pixels(path: Path):
         return np.asarray(image.convert("RGB"))
 
 
-def _record(image: PlannedImage, sha256: str, executor, seconds, output) -> dict:
+def _record(image: PlannedImage, sha256: str, executor, seconds, output, run_images: int) -> dict:
+    """The manifest line of ``image``: its parameters, file and hash, its run index and
+    folder number (with the run's image count, which keeps the run's block of numbers
+    reserved), and how long it took."""
     return {
         **image.parameters(),
         "file": image.path.relative_to(output.folder).as_posix(),
         "sha256": sha256,
         "index": image.index,
+        "number": image.number,
+        "run_images": run_images,
         "line": image.job.line_number,
         "batch_size": image.job.config.batch_size,
         "seconds": None if seconds is None else round(seconds, 3),

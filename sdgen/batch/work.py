@@ -59,7 +59,8 @@ class PlannedImage:
     """Image ``k`` of ``job`` (whose config has its seed set), number ``index`` of the
     run. ``done``: an earlier run made it with the same parameters; ``recover``: its PNG
     is finished but its manifest line was lost (a kill between the two). ``sha256``: the
-    finished file's hash, when ``done``."""
+    finished file's hash, when ``done``. ``number``: its number in ``--outdir`` (what
+    ``{index}`` in its name became; None for ``--out``)."""
 
     index: int
     k: int
@@ -68,6 +69,7 @@ class PlannedImage:
     done: bool = False
     recover: bool = False
     sha256: str | None = None
+    number: int | None = None
 
     @property
     def seed(self) -> int | None:
@@ -109,11 +111,13 @@ class Failure:
 @dataclass
 class Plan:
     """Every image of a run (of this shard), the lines and images already known to fail,
-    and where the grid goes (None: no grid)."""
+    where the grid goes (None: no grid), and how many images the run has in all shards
+    (recorded with each image, so the run's block of numbers stays reserved)."""
 
     images: list[PlannedImage]
     failures: list[Failure] = field(default_factory=list)
     grid_path: Path | None = None
+    run_images: int = 0
 
     @property
     def todo(self) -> list[PlannedImage]:
