@@ -35,8 +35,9 @@ TODAYS_KEYS = {
 }
 
 
-#: The fields the text stage (emphasis, clip skip, embeddings) added after 0.1.0.
-TEXT_KEYS = ("prompt_syntax", "emphasis", "clip_skip", "embeddings")
+#: The fields the text stage (emphasis, clip skip, embeddings) and the folder-wide
+#: numbering added after 0.1.0.
+TEXT_KEYS = ("prompt_syntax", "emphasis", "clip_skip", "embeddings", "number", "run_images")
 
 
 def _as_written_today(folder):
@@ -58,12 +59,16 @@ def test_a_manifest_in_todays_format_still_resumes(run_cli, hermetic):
     outputs = hermetic / "outputs"
     made = {p.name: p.read_bytes() for p in png_files(outputs)}
     _as_written_today(outputs)
+    manifest = outputs / "manifest.jsonl"  # killed before its last image
+    lines = manifest.read_text().splitlines()
+    (outputs / json.loads(lines[-1])["file"]).unlink()
+    manifest.write_text("".join(line + "\n" for line in lines[:-1]))
     again = run_cli(*args)
     assert again.exit_code == 0, again.stderr
-    assert "done 0, skipped 3, failed 0" in again.stderr
+    assert "done 1, skipped 2, failed 0" in again.stderr
     assert {p.name: p.read_bytes() for p in png_files(outputs)} == made
     # matched by the manifest itself, not recovered from the PNGs' infotext
-    assert len((outputs / "manifest.jsonl").read_text().splitlines()) == 3
+    assert len(manifest.read_text().splitlines()) == 3
 
 
 def test_a_weighted_prompt_made_before_the_syntax_is_new_work_not_a_resume(run_cli, hermetic):
@@ -73,16 +78,14 @@ def test_a_weighted_prompt_made_before_the_syntax_is_new_work_not_a_resume(run_c
     assert run_cli(*args, "--emphasis", "off").exit_code == 0  # what 0.1.0 made
     _as_written_today(hermetic / "outputs")
     assert "skipped 1" in run_cli(*args, "--emphasis", "off").stderr
-    refused = run_cli(*args)  # the file is not what these settings would make
-    assert refused.exit_code == 2 and "already exists" in refused.stderr
-    remade = run_cli(*args, "--overwrite")
-    assert remade.exit_code == 0, remade.stderr
+    remade = run_cli(*args)  # not what these settings make: new work, the old file kept
+    assert remade.exit_code == 0 and "[1/1] " in remade.stderr, remade.stderr
     assert read_manifest(hermetic / "outputs")[-1]["prompt_syntax"] == "a1111-original"
     assert "skipped 1" in run_cli(*args).stderr  # and that resumes in turn
     # another emphasis mode is other work again; the infotext says which, as A1111's does
-    assert run_cli(*args, "--emphasis", "no-norm", "--overwrite").exit_code == 0
-    [path] = png_files(hermetic / "outputs")
-    assert "Emphasis: No norm" in read_infotext(path)
+    assert run_cli(*args, "--emphasis", "no-norm").exit_code == 0
+    paths = png_files(hermetic / "outputs")
+    assert len(paths) == 3 and "Emphasis: No norm" in read_infotext(paths[-1])
 
 
 def test_a_plain_prompt_made_before_the_syntax_still_resumes(run_cli, hermetic):
@@ -91,9 +94,9 @@ def test_a_plain_prompt_made_before_the_syntax_still_resumes(run_cli, hermetic):
     assert run_cli(*args).exit_code == 0
     _as_written_today(hermetic / "outputs")
     assert "skipped 1" in run_cli(*args).stderr
-    changed = run_cli(*args, "--clip-skip", "2", "--overwrite")  # clip skip is identity
+    changed = run_cli(*args, "--clip-skip", "2")  # clip skip is identity
     assert changed.exit_code == 0 and "[1/1] " in changed.stderr, changed.stderr
-    assert "Clip skip: 2" in read_infotext(png_files(hermetic / "outputs")[0])
+    assert "Clip skip: 2" in read_infotext(png_files(hermetic / "outputs")[-1])
 
 
 def test_a_new_contributor_keeps_old_records_resuming_at_its_legacy_value(
@@ -117,8 +120,8 @@ def test_a_new_contributor_keeps_old_records_resuming_at_its_legacy_value(
     assert "adapters" in identity.identity_keys()
     assert "skipped 1" in run_cli(*args).stderr  # no adapters: what the old image had
     adapters["value"] = ["style"]
-    changed = run_cli(*args, "--overwrite")
+    changed = run_cli(*args)
     assert changed.exit_code == 0, changed.stderr
     assert "already made" not in changed.stderr and "[1/1] " in changed.stderr
     assert read_manifest(hermetic / "outputs")[-1]["adapters"] == ["style"]
-    assert "Lora: style" in read_infotext(png_files(hermetic / "outputs")[0])
+    assert "Lora: style" in read_infotext(png_files(hermetic / "outputs")[-1])
