@@ -109,7 +109,8 @@ def test_converted_networks_are_cached_and_reused_without_keras(
     openvino_pipeline, openvino_cache, monkeypatch
 ):
     folder = openvino_pipeline.backend.folder
-    files = sorted(p.name for p in folder.iterdir())
+    # the text-states variants another test of this module may have converted aside
+    files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("text_states-"))
     assert files == [
         "decoder-128x128.bin",
         "decoder-128x128.xml",
