@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -194,6 +195,24 @@ def write_embedding(folder, name, rows, width=TINY_WIDTH, seed=0):
     path = folder / f"{name}.safetensors"
     save_file({"emb_params": vectors}, str(path))
     return path
+
+
+class RandomPixelsExecutor:
+    """Stands in for a real executor in runner tests: each requested image as random
+    pixels, one by one, without any network."""
+
+    load_seconds: ClassVar[dict] = {}
+
+    def run(self, work, callback=None):
+        import numpy as np
+
+        from sdgen.pipeline import GeneratedImage
+
+        rng = np.random.default_rng(0)
+        for job, ks in work:
+            for k in ks:
+                pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+                yield job, GeneratedImage(k, job.config.seed + k, pixels)
 
 
 def only_line(text: str) -> str:

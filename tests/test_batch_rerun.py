@@ -5,10 +5,9 @@ without --seed makes new images; an unfinished one resumes with its own seeds)."
 from __future__ import annotations
 
 import json
-from typing import ClassVar
 
 import numpy as np
-from conftest import FAST, pixels, png_files
+from conftest import FAST, RandomPixelsExecutor, pixels, png_files
 
 from sdgen.batch.plan import plan
 from sdgen.batch.run import run
@@ -16,7 +15,6 @@ from sdgen.batch.work import Job, OutputOptions
 from sdgen.config import GenerationConfig
 from sdgen.output.manifest import read_manifest
 from sdgen.output.png import parse_infotext, read_infotext, save_png
-from sdgen.pipeline import GeneratedImage
 
 #: The README's first example, made cheap: 64 px, 2 steps.
 LIGHTHOUSE = [
@@ -160,19 +158,6 @@ def test_out_and_templates_take_jpeg_and_webp_names(run_cli, hermetic):
     assert refused.exit_code == 2 and "must end in .png, .jpg, .jpeg or .webp" in refused.stderr
 
 
-class _Executor:
-    """Stands in for a real executor: images of random pixels, one by one."""
-
-    load_seconds: ClassVar[dict] = {}
-
-    def run(self, work, callback=None):
-        rng = np.random.default_rng(0)
-        for job, ks in work:
-            for k in ks:
-                data = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-                yield job, GeneratedImage(k, job.config.seed + k, data)
-
-
 def _jobs(prompt, seed, count):
     config = GenerationConfig(prompt, width=64, height=64, steps=1, seed=seed, num_images=count)
     return [Job(config, "tiny")]
@@ -185,7 +170,7 @@ def _numbers(the_plan):
 def test_concurrent_shards_agree_on_new_numbers(hermetic):
     folder = hermetic / "out"
     earlier = OutputOptions(outdir=folder)
-    list(run(plan(_jobs("a fox", 7, 1), earlier), earlier, _Executor()))  # number 0
+    list(run(plan(_jobs("a fox", 7, 1), earlier), earlier, RandomPixelsExecutor()))  # number 0
     (folder / "00004-from-another-tool.png").write_bytes(b"not sdgen's")  # A1111 counts it
     shards = [OutputOptions(outdir=folder, shard=(k, 2)) for k in (1, 2)]
     for seed in (3, None):
@@ -198,7 +183,7 @@ def test_concurrent_shards_agree_on_new_numbers(hermetic):
     save_png(first.path, np.zeros((64, 64, 3), np.uint8), _infotext(first))
     assert _numbers(plan(jobs, shards[1])) == [6, 8]
     # shard 1 has finished: shard 2 joins its run, seeds included when none was given
-    list(run(plan(_jobs("a dog", None, 5), shards[0]), shards[0], _Executor()))
+    list(run(plan(_jobs("a dog", None, 5), shards[0]), shards[0], RandomPixelsExecutor()))
     late = plan(_jobs("a dog", None, 5), shards[1])
     recorded = {r["index"]: r for r in read_manifest(folder) if r["prompt"] == "a dog"}
     assert _numbers(late) == [r["number"] + 1 for r in (recorded[0], recorded[2])]

@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-import types
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
+from conftest import RandomPixelsExecutor
 
 from sdgen import store
 from sdgen.batch.plan import plan
@@ -39,24 +38,13 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-class _Executor:
-    """Images of random pixels, one by one, as a real executor yields them."""
-
-    load_seconds: ClassVar[dict] = {}
-
-    def run(self, work, callback=None):
-        rng = np.random.default_rng(0)
-        for job, ks in work:
-            for k in ks:
-                pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-                yield job, types.SimpleNamespace(index=k, pixels=pixels, seconds=0.0)
-
-
 def _run_with_grid(folder: Path) -> list[Path]:
     config = GenerationConfig("a cat", width=64, height=64, steps=1, seed=3, num_images=2)
     output = OutputOptions(outdir=folder, grid=True)
     the_plan = plan([Job(config, "tiny")], output)
-    saved = [event for event in run(the_plan, output, _Executor()) if isinstance(event, Saved)]
+    saved = [
+        event for event in run(the_plan, output, RandomPixelsExecutor()) if isinstance(event, Saved)
+    ]
     assert len(saved) == 2
     return [event.image.path for event in saved] + [the_plan.grid_path]
 

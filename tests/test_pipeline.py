@@ -6,11 +6,12 @@ import hashlib
 
 import numpy as np
 import pytest
+from reference.old_text_path import encode_prompt
 
 from sdgen.config import GenerationConfig
 from sdgen.pipeline import initial_latents, timestep_embedding
 from sdgen.samplers import DDIMSampler, sd_alphas_cumprod
-from sdgen.text.tokenizer import VOCABULARY_PATH, encode_prompt
+from sdgen.text.tokenizer import VOCABULARY_PATH
 
 
 def config(**kwargs):

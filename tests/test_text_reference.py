@@ -22,6 +22,7 @@ import types
 
 import numpy as np
 import pytest
+from reference.old_text_path import encode_prompt
 
 from sdgen import convert
 from sdgen.adapters.textual_inversion import EmbeddingLibrary
@@ -34,7 +35,7 @@ from sdgen.runtimes.tensorflow import DeviceSettings, TensorFlowBackend
 from sdgen.text.chunks import chunk_prompt
 from sdgen.text.conditioning import TextOptions, encode_conditioning, prompt_chunks
 from sdgen.text.prompt_syntax import parse_emphasis
-from sdgen.text.tokenizer import END_OF_TEXT, encode_prompt, load_tokenizer
+from sdgen.text.tokenizer import END_OF_TEXT, load_tokenizer
 from sdgen.text.weighting import weigh
 
 LIMIT = 1e-4

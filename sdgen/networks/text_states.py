@@ -35,11 +35,6 @@ def encoder_layers(text_encoder) -> tuple[object, list, object]:
     return embedding, blocks, norms[-1]
 
 
-def text_layer_count(text_encoder) -> int:
-    """How many transformer blocks the text encoder runs (the largest clip skip)."""
-    return len(encoder_layers(text_encoder)[1])
-
-
 def check_clip_skip(clip_skip: int, layers: int) -> None:
     """``ConfigError`` unless 1 <= ``clip_skip`` <= ``layers``."""
     if isinstance(clip_skip, bool) or not isinstance(clip_skip, int):
@@ -75,4 +70,4 @@ def text_states_on_layers(text_encoder, clip_skip: int = 1):
     return keras.Model([tokens, positions, vectors, mask], x, name=f"{text_encoder.name}_states")
 
 
-__all__ = ["check_clip_skip", "encoder_layers", "text_layer_count", "text_states_on_layers"]
+__all__ = ["check_clip_skip", "encoder_layers", "text_states_on_layers"]

@@ -119,9 +119,10 @@ class OpenVinoBackend:
         self._core = ov.Core()
         self._networks: dict[NetworkSignature, Networks] = {}
         self._decoders: dict[tuple[int, int], _Request] = {}
-        self._encode = _Request(self._compiled("text_encoder", None))
+        text_encoder = self._compiled("text_encoder", None)
+        self._encode = _Request(text_encoder)
         self._text_states: dict[int, _Request] = {}  # per clip skip
-        self._text_width: int | None = None
+        self._text_width = text_encoder.outputs[0].get_partial_shape()[-1].get_length()
 
     def encode(
         self,
@@ -137,8 +138,6 @@ class OpenVinoBackend:
         if clip_skip not in self._text_states:
             role = f"text_states-skip{clip_skip}"
             self._text_states[clip_skip] = _Request(self._compiled(role, None))
-        if vectors is None and self._text_width is None:
-            self._text_width = int(self._encode(tokens[:1], positions[:1]).shape[-1])
         vectors, mask = inserted_vectors(tokens, vectors, mask, self._text_width)
         return self._text_states[clip_skip](tokens, positions, vectors, mask)
 

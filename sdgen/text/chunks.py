@@ -97,12 +97,10 @@ class PromptChunks:
             rows.append(weights + [1.0] * (CHUNK_TOKENS + 2 - len(weights)))
         return np.array(rows, dtype=np.float32)
 
-    def vectors(self, width: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def vectors(self, width: int) -> tuple[np.ndarray, np.ndarray]:
         """``(vectors (k, 77, width) float32, mask (k, 77) bool)``: the embedding vectors
-        to put in place of the token embeddings where ``mask`` is set; None when the
-        prompt uses no embedding."""
-        if not self.embeddings:
-            return None
+        to put in place of the token embeddings where ``mask`` is set (nowhere when the
+        prompt uses no embedding)."""
         vectors = np.zeros((len(self.chunks), CHUNK_TOKENS + 2, width), np.float32)
         mask = np.zeros((len(self.chunks), CHUNK_TOKENS + 2), bool)
         for row, chunk in enumerate(self.chunks):

@@ -122,7 +122,7 @@ def encode_conditioning(
     if options.clip_skip != 1:
         extra["clip_skip"] = options.clip_skip
     if negative.embeddings or positive.embeddings:
-        inserted = [_vectors(chunks, width) for chunks in (negative, positive)]
+        inserted = [chunks.vectors(width) for chunks in (negative, positive)]
         extra["vectors"] = np.concatenate([vectors for vectors, _ in inserted])
         extra["mask"] = np.concatenate([mask for _, mask in inserted])
     states = np.asarray(encode(tokens, positions, **extra), dtype=np.float32)
@@ -132,16 +132,6 @@ def encode_conditioning(
         weighted = weigh(chunk_states, chunks.weights(), options.emphasis)
         rows.append(weighted.reshape(1, -1, weighted.shape[-1]))
     return Conditioning(negative=rows[0], positive=rows[1])
-
-
-def _vectors(chunks: PromptChunks, width: int | None) -> tuple[np.ndarray, np.ndarray]:
-    inserted = chunks.vectors(width)
-    if inserted is None:
-        length = MAX_PROMPT_LENGTH
-        return np.zeros((len(chunks.chunks), length, width), np.float32), np.zeros(
-            (len(chunks.chunks), length), bool
-        )
-    return inserted
 
 
 __all__ = ["Conditioning", "TextOptions", "encode_conditioning", "prompt_chunks"]
