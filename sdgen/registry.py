@@ -13,16 +13,19 @@ from pathlib import Path
 
 from .spec import ModelSpec, WeightFile
 
+#: The catalog of built-in models.
+CATALOG = Path(__file__).parent / "data" / "models.toml"
+
 
 @cache
 def model_specs() -> dict[str, ModelSpec]:
     """All known models, by name, in the order ``models.toml`` lists them."""
-    text = (Path(__file__).parent / "data" / "models.toml").read_text("utf-8")
     specs = {}
-    for name, table in tomllib.loads(text)["models"].items():
+    for name, table in tomllib.loads(CATALOG.read_text("utf-8"))["models"].items():
         files = tuple(
             WeightFile(role=role, **entry) for role, entry in table.get("files", {}).items()
         )
+        checkpoint = table.get("checkpoint")
         specs[name] = ModelSpec(
             name=name,
             family=table["family"],
@@ -32,5 +35,6 @@ def model_specs() -> dict[str, ModelSpec]:
             license=table.get("license"),
             seed=table.get("seed", 0),
             prediction_type=table.get("prediction_type", "epsilon"),
+            checkpoint=checkpoint and WeightFile(role="checkpoint", **checkpoint),
         )
     return specs

@@ -22,13 +22,17 @@ class WeightFile:
     filename: str
     url: str
     sha256: str
+    #: its size in bytes as published, for ``sdgen models`` to say what a download costs
+    size: int | None = None
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A named model: its network family, default size and weight files.
 
-    ``files`` is empty for a model whose weights are generated (``tiny``).
+    ``files`` is empty for a model whose weights are generated (``tiny``), and for one
+    published as a single SD ``checkpoint`` (``sd-v1.5``), which is downloaded once and
+    converted into the model store on first use (see :mod:`sdgen.provision`).
     """
 
     name: str
@@ -41,6 +45,13 @@ class ModelSpec:
     prediction_type: str = "epsilon"
     #: A local folder holding the weight files (an imported model), instead of URLs.
     weights_dir: Path | None = None
+    #: The one published SD checkpoint the model's three files are converted from.
+    checkpoint: WeightFile | None = None
+
+    @property
+    def generated(self) -> bool:
+        """Whether its weights are made from a seed, not read from files (``tiny``)."""
+        return not self.files and self.checkpoint is None and self.weights_dir is None
 
     def file_for(self, role: str) -> WeightFile | None:
         return next((f for f in self.files if f.role == role), None)

@@ -50,12 +50,16 @@ def check_name(name: str) -> str:
 
 
 def imported_specs() -> dict[str, ModelSpec]:
-    """Every complete imported model, by name."""
+    """Every complete imported model, by name (not the conversions of built-in models,
+    see ``builtin_conversion``)."""
     folder = store_dir()
     if not folder.is_dir():
         return {}
     specs = {}
+    builtin = model_specs()
     for entry in sorted(folder.iterdir()):
+        if entry.name in builtin:
+            continue
         spec = imported_spec(entry.name)
         if spec is not None:
             specs[entry.name] = spec
@@ -64,14 +68,28 @@ def imported_specs() -> dict[str, ModelSpec]:
 
 def imported_spec(name: str) -> ModelSpec | None:
     """The spec of imported model ``name``, or None."""
-    if not _NAME.fullmatch(name):
+    if not _NAME.fullmatch(name) or name in model_specs():
         return None
-    folder = store_dir() / name
+    info = _metadata(name)
+    return None if info is None else spec_from_metadata(name, info, store_dir() / name)
+
+
+def builtin_conversion(spec: ModelSpec) -> Path | None:
+    """The store folder holding built-in ``spec``'s checkpoint converted (see
+    :mod:`sdgen.provision`), or None while there is none of that very checkpoint."""
+    info = _metadata(spec.name)
+    if spec.checkpoint is None or info is None:
+        return None
+    if info.get("source_sha256") != spec.checkpoint.sha256:
+        return None
+    return store_dir() / spec.name
+
+
+def _metadata(name: str) -> dict | None:
     try:
-        info = json.loads((folder / METADATA).read_text("utf-8"))
+        return json.loads((store_dir() / name / METADATA).read_text("utf-8"))
     except (OSError, ValueError):
         return None
-    return spec_from_metadata(name, info, folder)
 
 
 def spec_from_metadata(name: str, info: dict, folder: Path) -> ModelSpec:

@@ -129,7 +129,7 @@ def _resolve(
         return _from_folder(spec, wanted, weights_dir)
     paths, missing = {}, {}
     for role, weight in wanted.items():
-        found = _cached(spec, weight)
+        found = find_cached(spec, weight)
         if found is None:
             missing[role] = weight
         else:
@@ -170,13 +170,22 @@ def _from_folder(
     return {role: folder / weight.filename for role, weight in wanted.items()}
 
 
-def _cached(spec: ModelSpec, weight: WeightFile) -> Path | None:
-    """``weight`` in sdgen's or Keras's cache (raising ``ChecksumError`` for a wrong
-    file there), or None."""
-    for folder in looked_in(spec):
+def find_cached(spec: ModelSpec, weight: WeightFile, verify: bool = True) -> Path | None:
+    """``weight`` in sdgen's or Keras's cache, or None; with ``verify``, a wrong file
+    there raises ``ChecksumError``. A file another built-in model publishes too (SD's
+    decoder) is found in that model's cache folder as well, so it is downloaded once."""
+    from .registry import model_specs
+
+    folders = looked_in(spec)
+    for other in model_specs().values():
+        shared = any(f.sha256 == weight.sha256 for f in other.files)
+        if weight.sha256 and other.name != spec.name and shared:
+            folders.append(cache_dir() / "weights" / other.name)
+    for folder in folders:
         candidate = folder / weight.filename
         if candidate.is_file():
-            _check_cached(candidate, weight)
+            if verify:
+                _check_cached(candidate, weight)
             return candidate
     return None
 
@@ -208,11 +217,19 @@ def _missing_error(
         reason = download_error
         now = f" (now {mirror})" if mirror else ""
         fetch = f"set $SDGEN_WEIGHTS_MIRROR{now} to a server that has {them}"
+    if [w.role for w in missing] == ["checkpoint"]:
+        put = (
+            f"download it from {source} into {folders[0]} (sdgen checks its sha256 and "
+            "converts it into the model store once)"
+        )
+    else:
+        put = f"put {them} in a folder and pass --weights DIR" + (
+            f" (download {them} from {source})" if source else ""
+        )
     return WeightsError(
         f"{noun} {names} of {spec.name} {'is' if one else 'are'} missing: not in {places}, "
-        f"and {reason}. Ways out: put {them} in a folder and pass --weights DIR"
-        + (f" (download {them} from {source})" if source else "")
-        + f"; or {fetch}; or try sdgen without weights: --model tiny"
+        f"and {reason}. Ways out: {put}; or {fetch}; or try sdgen without weights: "
+        "--model tiny"
     )
 
 

@@ -256,3 +256,38 @@ def assert_index_converts_as_map_weights(tensors: dict, weights: dict, index: di
             np.testing.assert_array_equal(
                 slot.to_keras(tensors[key]), weights[slot.role][slot.position], err_msg=key
             )
+
+
+def _to_torch(value, kind: str):
+    """A keras weight in the layout a PyTorch checkpoint stores it (``to_keras`` undone)."""
+    if kind == "dense" and value.ndim == 2:
+        return value.T
+    if kind == "conv" and value.ndim == 4:
+        return value.transpose(3, 2, 0, 1)
+    return value
+
+
+def tiny_checkpoint(path) -> tuple[dict, int]:
+    """The tiny model's weights as an SD 1.x single-file (LDM names) safetensors file:
+    its tensors, and how many keras weights the three networks hold."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from sdgen.catalog import get_model_spec
+    from sdgen.convert import name_index
+    from sdgen.families import family_of
+
+    spec = get_model_spec("tiny")
+    family = family_of(spec)
+    weights = {
+        role: [np.asarray(w) for w in family.build(role, spec, 64, 64).weights]
+        for role in ("text_encoder", "diffusion_model", "decoder")
+    }
+    tensors = {}
+    for key, slots in name_index("ldm", "tiny").items():
+        (slot,) = slots  # CLIP names: one keras weight per tensor
+        tensors[key] = np.ascontiguousarray(
+            _to_torch(weights[slot.role][slot.position], slot.param.kind)
+        )
+    save_file(tensors, str(path))
+    return tensors, sum(len(arrays) for arrays in weights.values())

@@ -12,43 +12,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import pixels
-
-from sdgen.catalog import get_model_spec
-from sdgen.convert import name_index
-from sdgen.families import family_of
+from conftest import pixels, tiny_checkpoint
 
 SIZE = ["--width", "64", "--height", "64", "--steps", "2", "--seed", "5"]
-
-
-def _to_torch(value: np.ndarray, kind: str) -> np.ndarray:
-    """A keras weight in the layout a PyTorch checkpoint stores it (``to_keras`` undone)."""
-    if kind == "dense" and value.ndim == 2:
-        return value.T
-    if kind == "conv" and value.ndim == 4:
-        return value.transpose(3, 2, 0, 1)
-    return value
-
-
-def tiny_checkpoint(path) -> tuple[dict, int]:
-    """The tiny model's weights as an SD 1.x single-file (LDM names) safetensors file:
-    its tensors, and how many keras weights the three networks hold."""
-    from safetensors.numpy import save_file
-
-    spec = get_model_spec("tiny")
-    family = family_of(spec)
-    weights = {
-        role: [np.asarray(w) for w in family.build(role, spec, 64, 64).weights]
-        for role in ("text_encoder", "diffusion_model", "decoder")
-    }
-    tensors = {}
-    for key, slots in name_index("ldm", "tiny").items():
-        (slot,) = slots  # CLIP names: one keras weight per tensor
-        tensors[key] = np.ascontiguousarray(
-            _to_torch(weights[slot.role][slot.position], slot.param.kind)
-        )
-    save_file(tensors, str(path))
-    return tensors, sum(len(arrays) for arrays in weights.values())
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +49,9 @@ def test_imported_tiny_checkpoint_draws_what_tiny_draws(tiny_file, run_cli, tmp_
         "default_size": 128,
         "imported": True,
         "description": None,
+        "availability": "present",
+        "download_bytes": 0,
+        "first_run": "present",
     }
 
     ours = run_cli("--model", "my-tiny", "a lighthouse", *SIZE, "--out", tmp_path / "a.png")

@@ -253,7 +253,7 @@ def test_models_lists_embeddings_with_their_sizes_and_problems(run_cli, tmp_path
     result = run_cli("models", "--json", "--embeddings", folder)
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert {row["name"] for row in data["models"]} == {"sd-v1.4", "tiny"}
+    assert {row["name"] for row in data["models"]} == {"sd-v1.4", "sd-v1.5", "sd-v2.1", "tiny"}
     assert data["embeddings_folder"] == str(folder)
     rows = {row["name"]: row for row in data["embeddings"]}
     assert list(rows) == ["broken", "EasyNegative", "wide"]

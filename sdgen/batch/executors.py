@@ -45,9 +45,7 @@ def memory_estimate(model: str) -> int:
     """Bytes a loaded ``model`` is assumed to need (see ``LARGE_MODEL_BYTES``)."""
     from ..catalog import get_model_spec
 
-    spec = get_model_spec(model)
-    generated = not spec.files and spec.weights_dir is None
-    return SMALL_MODEL_BYTES if generated else LARGE_MODEL_BYTES
+    return SMALL_MODEL_BYTES if get_model_spec(model).generated else LARGE_MODEL_BYTES
 
 
 @dataclass(frozen=True)
@@ -63,14 +61,16 @@ class LoadOptions:
     embeddings_dir: Path | None = None
 
 
-def prepare_weights(options: LoadOptions, model: str, download_progress=None) -> None:
-    """Find (or download) every weights file of ``model`` before its first image, so a
-    model whose files are missing fails once with one message naming them all
-    (``WeightsError``), not once per job. Loading the networks waits for that image."""
+def prepare_weights(options: LoadOptions, model: str, download_progress=None, say=None) -> None:
+    """Find (or download, or convert: see :mod:`sdgen.provision`) every weights file of
+    ``model`` before its first image, so a model whose files are missing fails once with
+    one message naming them all (``WeightsError``), not once per job. Loading the
+    networks waits for that image. ``say`` hears of a conversion."""
     from ..catalog import get_model_spec
-    from ..weights import resolve_weights
+    from ..provision import provide_weights
 
-    resolve_weights(get_model_spec(model), options.weights_dir, options.offline, download_progress)
+    spec = get_model_spec(model)
+    provide_weights(spec, options.weights_dir, options.offline, download_progress, say)
 
 
 def _describe(pipeline) -> str:
@@ -113,7 +113,7 @@ class LocalExecutor:
         """Raise ``SdgenError`` now if ``model``'s weights are missing (see
         ``prepare_weights``); a model already loaded needs nothing."""
         if model not in self.pipelines:
-            prepare_weights(self.options, model, self.download_progress)
+            prepare_weights(self.options, model, self.download_progress, self.say)
 
     def pipeline(self, model: str, width: int | None = None, height: int | None = None):
         """The loaded pipeline of ``model``, loading it (at ``width`` x ``height`` first)

@@ -54,20 +54,25 @@ def import_command(path, name, overwrite, prediction_type, default_size, quiet, 
 @embeddings_option("Folder of textual-inversion embeddings to list [$SDGEN_HOME/embeddings].")
 @click.option("--json", "as_json", is_flag=True, help="Print the lists as JSON.")
 def models_command(embeddings_dir, as_json):
-    """List the models `--model` accepts (built in and imported) and the
-    textual-inversion embeddings a prompt can name.
+    """List the models `--model` accepts (built in and imported), whether their
+    weights are here or what a first run downloads, and the textual-inversion
+    embeddings a prompt can name.
 
-    With --json: an object with "models" (a list, one object per model),
+    With --json: an object with "models" (a list, one object per model: its
+    "availability" is "generated", "present", "partial" or "download", and
+    "download_bytes" what its first run downloads, null where unknown),
     "embeddings_folder" and "embeddings" (one object per file: name, path, vectors,
     width, sha256, the families whose text encoder is as wide, and an error for a file
     that cannot be used).
     """
     from ..adapters.textual_inversion import EmbeddingLibrary
     from ..families import FAMILIES
+    from ..provision import availability
     from ..store import imported_specs
 
     rows = []
     for spec in [*model_specs().values(), *imported_specs().values()]:
+        have = availability(spec)
         rows.append(
             {
                 "name": spec.name,
@@ -76,6 +81,9 @@ def models_command(embeddings_dir, as_json):
                 "default_size": spec.default_size,
                 "imported": spec.weights_dir is not None,
                 "description": spec.description,
+                "availability": have.state,
+                "download_bytes": have.download_bytes,
+                "first_run": have.describe(),
             }
         )
     library = EmbeddingLibrary(embeddings_dir)
@@ -88,10 +96,18 @@ def models_command(embeddings_dir, as_json):
         data = {"models": rows, "embeddings_folder": str(library.folder), "embeddings": embeddings}
         click.echo(json.dumps(data, indent=2))
         return
+    line = "{:16} {:6} {:13} {:>4}  {:30} {}".format
+    click.echo(line("model", "family", "prediction", "size", "first run", "description"))
     for row in rows:
         click.echo(
-            f"{row['name']:24} {row['family']:6} {row['prediction_type']:13} "
-            f"{row['default_size']:5}  {row['description']}"
+            line(
+                row["name"],
+                row["family"],
+                row["prediction_type"],
+                row["default_size"],
+                row["first_run"],
+                row["description"],
+            )
         )
     click.echo()
     if not embeddings:

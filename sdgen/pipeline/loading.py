@@ -54,7 +54,9 @@ def load_pipeline(
 
     model: a model name (``sd-v1.4``, ``tiny``) or a ``ModelSpec``.
     weights_dir: a folder holding ``kcv_encoder.h5``, ``kcv_diffusion_model.h5`` and
-        ``kcv_decoder.h5``; without it, files come from the caches or are downloaded.
+        ``kcv_decoder.h5``; without it, files come from the caches or are downloaded
+        (a model published as one checkpoint, ``sd-v1.5``, is converted into the model
+        store once: see :mod:`sdgen.provision`).
     offline: never download; raise ``WeightsError`` naming the missing file instead.
     width, height: the size to build the networks for first [the model's default].
     xla, mixed_precision: None picks what suits the device (see ``detect_device``);
@@ -64,12 +66,12 @@ def load_pipeline(
         name [``$SDGEN_HOME/embeddings``]; files are read when a prompt uses them.
     """
     from ..adapters.textual_inversion import EmbeddingLibrary
-    from ..weights import resolve_weights
+    from ..provision import provide_weights
 
     if runtime not in RUNTIMES:  # before any weight is resolved, let alone downloaded
         raise UsageError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     spec = model if isinstance(model, ModelSpec) else get_model_spec(model)
-    paths = resolve_weights(
+    paths = provide_weights(
         spec,
         Path(weights_dir) if weights_dir is not None else None,
         offline=offline,

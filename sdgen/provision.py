@@ -1,0 +1,126 @@
+"""Have a model's three weight files on disk before it loads, and say what that costs.
+
+Most models name their files (:func:`sdgen.weights.resolve_weights` finds or downloads
+them). A built-in model published as one SD checkpoint (``sd-v1.5``) is downloaded once,
+checked against its published sha256, converted into the model store (as ``sdgen import``
+would) and the download deleted; later runs read the store. :func:`availability` tells
+``sdgen models`` which models are present and how much a first run would download,
+without hashing or downloading anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelError
+from .spec import ROLES, ModelSpec
+from .store import builtin_conversion, install
+from .weights import (
+    DEFAULT_FILENAMES,
+    DownloadProgress,
+    find_cached,
+    resolve_file,
+    resolve_weights,
+)
+
+
+def provide_weights(
+    spec: ModelSpec,
+    weights_dir: Path | None = None,
+    offline: bool = False,
+    progress: DownloadProgress | None = None,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Local paths of ``spec``'s three weight files, by role (see the module docstring).
+
+    ``weights_dir`` (``--weights DIR``) holds keras_cv-format files for any model, a
+    checkpoint model too. Raises what ``resolve_weights`` raises, and ``ModelError``
+    when a checkpoint turns out to be of another family than its model's.
+    """
+    if spec.checkpoint is None or weights_dir is not None:
+        return resolve_weights(spec, weights_dir, offline, progress)
+    folder = builtin_conversion(spec)
+    if folder is None:
+        folder = _convert_checkpoint(spec, offline, progress, say)
+    return {role: folder / DEFAULT_FILENAMES[role] for role in ROLES}
+
+
+def _convert_checkpoint(spec, offline, progress, say) -> Path:
+    """Download (or find in the cache) ``spec``'s checkpoint, convert it into the store
+    and delete the download; the store folder."""
+    from . import convert
+
+    source = resolve_file(spec, spec.checkpoint, None, offline, progress)
+    if say is not None:
+        say(f"converting {source.name} into the model store (once) ...")
+    began = time.perf_counter()
+    converted = convert.convert_checkpoint(source)
+    if converted.family != spec.family:
+        raise ModelError(
+            f"{source} is an {converted.family} checkpoint, but {spec.name} is {spec.family}"
+        )
+    info = {
+        "family": spec.family,
+        "prediction_type": spec.prediction_type,
+        "default_size": spec.default_size,
+        "source": spec.checkpoint.url,
+        "source_sha256": spec.checkpoint.sha256,
+    }
+    folder = install(
+        spec.name, lambda to: convert.save_converted(converted, to), info, overwrite=True
+    )
+    source.unlink(missing_ok=True)  # the store holds it now; 4 GB are not kept twice
+    if say is not None:
+        say(f"converted {spec.name} in {time.perf_counter() - began:.0f} s, into {folder}")
+    return folder
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a model can load without the network, and what its first run downloads.
+
+    state: ``generated`` (no files), ``present``, ``partial`` or ``download``;
+    download_bytes: what is still to download, as published (None: unknown);
+    converts: whether the first run converts a checkpoint into the store.
+    """
+
+    state: str
+    download_bytes: int | None = 0
+    converts: bool = False
+
+    def describe(self) -> str:
+        """``present``, ``download 4.3 GB, then convert``, ``convert``, ..."""
+        if self.state in ("generated", "present"):
+            return self.state
+        steps = []
+        if self.download_bytes is None:
+            steps.append("download")
+        elif self.download_bytes:
+            steps.append(f"download {self.download_bytes / 1e9:.1f} GB")
+        if self.converts:
+            steps.append("convert")
+        return ", then ".join(steps)
+
+
+def availability(spec: ModelSpec) -> Availability:
+    """What ``spec`` needs before its first image (see ``Availability``); only looks
+    at which files exist."""
+    if spec.generated:
+        return Availability("generated")
+    if spec.weights_dir is not None:  # imported: complete by construction
+        return Availability("present")
+    if spec.checkpoint is not None:
+        if builtin_conversion(spec) is not None:
+            return Availability("present")
+        cached = find_cached(spec, spec.checkpoint, verify=False) is not None
+        size = 0 if cached else spec.checkpoint.size
+        return Availability("partial" if cached else "download", size, converts=True)
+    missing = [w for w in spec.files if find_cached(spec, w, verify=False) is None]
+    if not missing:
+        return Availability("present")
+    sizes = [w.size for w in missing]
+    total = None if None in sizes else sum(sizes)
+    return Availability("partial" if len(missing) < len(spec.files) else "download", total)
