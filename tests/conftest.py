@@ -134,6 +134,18 @@ class CliResult:
 
 
 @pytest.fixture
+def server(tmp_path):
+    """A local HTTP server of ``tmp_path/served`` (see ``local_server``)."""
+    from local_server import Server
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    srv = Server(folder)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
 def run_cli():
     """Run ``sdgen ARGS`` through the real entry point (``main``), capturing its streams."""
 

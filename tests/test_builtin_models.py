@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 from conftest import pixels, tiny_checkpoint
-from local_server import Server, sha256
+from local_server import sha256
 
 from sdgen import registry
 from sdgen.catalog import get_model_spec
@@ -31,15 +31,6 @@ def checkpoint_bytes(tmp_path_factory) -> bytes:
     path = tmp_path_factory.mktemp("checkpoint") / NAME
     tiny_checkpoint(path)
     return path.read_bytes()
-
-
-@pytest.fixture
-def server(tmp_path):
-    folder = tmp_path / "served"
-    folder.mkdir()
-    srv = Server(folder)
-    yield srv
-    srv.close()
 
 
 def _catalog(tmp_path, monkeypatch, url: str, digest: str, size: int) -> None:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from local_server import Server, sha256
+from local_server import sha256
 
 from sdgen.errors import ChecksumError, WeightsError
 from sdgen.spec import ModelSpec, WeightFile
@@ -61,15 +61,6 @@ def env(tmp_path, monkeypatch):
     monkeypatch.delenv("SDGEN_WEIGHTS_MIRROR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     return paths
-
-
-@pytest.fixture
-def server(tmp_path):
-    folder = tmp_path / "served"
-    folder.mkdir()
-    srv = Server(folder)
-    yield srv
-    srv.close()
 
 
 @pytest.fixture
