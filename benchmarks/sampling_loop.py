@@ -77,8 +77,14 @@ def main() -> None:
 
     def sdgen_runner(pipe, name):
         def run(n):
-            config = GenerationConfig(
-                prompt, steps=n, guidance_scale=args.guidance, width=size, height=size, seed=0
+            config = GenerationConfig(  # DDIM: the loop keras_cv's text_to_image runs
+                prompt,
+                steps=n,
+                sampler="ddim",
+                guidance_scale=args.guidance,
+                width=size,
+                height=size,
+                seed=0,
             )
             stamps = []
             pipe.generate(config, callback=lambda *_: stamps.append(time.perf_counter()))

@@ -26,6 +26,12 @@ MAX_SIZE = 4096
 MAX_STEPS = 1000
 #: ``batch_size`` that lets the backend choose from free memory
 AUTO_BATCH = "auto"
+#: The default sampler and steps: DPM-Solver++(2M) on Karras noise levels is close to
+#: converged by 20-25 steps on SD-class models (Lu et al. 2022; Karras et al. 2022), as in
+#: AUTOMATIC1111's default "DPM++ 2M Karras", in half the U-Net calls of keras_cv's DDIM 50
+#: (kept as the ``keras-cv`` preset). ``benchmarks/convergence.py`` measures it.
+DEFAULT_SAMPLER = "dpmpp-2m-karras"
+DEFAULT_STEPS = 25
 
 #: Folders searched for ``--config NAME``: the presets installed with the package, then
 #: the ``configs/`` folder of a source checkout.
@@ -40,7 +46,7 @@ class GenerationConfig:
         tokens are encoded in chunks (see :mod:`sdgen.text.chunks`), and A1111's
         ``(word:1.2)`` emphasis syntax applies (see ``emphasis``).
     negative_prompt: what to steer away from ("" = unconditional).
-    steps: denoising steps, 1 to 1000 [50].
+    steps: denoising steps, 1 to 1000 [``DEFAULT_STEPS``, 25].
     guidance_scale: classifier-free guidance scale, a finite number >= 0 [7.5];
         1 disables guidance (the unconditional pass is skipped).
     width, height: image size in pixels, multiples of 64 [None = the model's default].
@@ -50,7 +56,9 @@ class GenerationConfig:
     batch_size: images denoised together [1]; it changes speed and memory, never pixels.
         ``"auto"``: as many as the free memory holds (see ``Pipeline.generate_iter``).
     sampler: a sampler name (``ddim``, ``euler``, ``euler-a``, ``dpmpp-2m``,
-        ``dpmpp-2m-karras``), its AUTOMATIC1111 label, or a sampler object [``ddim``].
+        ``dpmpp-2m-karras``), its AUTOMATIC1111 label, or a sampler object
+        [``DEFAULT_SAMPLER``, ``dpmpp-2m-karras``; ``--config keras-cv`` gives keras_cv's
+        ``ddim`` at 50 steps].
     emphasis: how ``(word:1.2)`` weights are applied: ``original``, ``no-norm``,
         ``ignore``, or ``off`` (brackets are plain text) [``original``]; A1111's labels
         (``Original``, ``No norm``, ``Ignore``, ``None``) are accepted too.
@@ -60,14 +68,14 @@ class GenerationConfig:
 
     prompt: str
     negative_prompt: str = ""
-    steps: int = 50
+    steps: int = DEFAULT_STEPS
     guidance_scale: float = 7.5
     width: int | None = None
     height: int | None = None
     seed: int | None = None
     num_images: int = 1
     batch_size: int | str = 1
-    sampler: str | object = "ddim"
+    sampler: str | object = DEFAULT_SAMPLER
     emphasis: str = DEFAULT_EMPHASIS
     clip_skip: int = 1
 

@@ -25,7 +25,8 @@ def test_generate_writes_png_with_infotext_and_manifest(run_cli, hermetic):
     assert image.std() > 5  # not a flat or black image
     assert read_infotext(path) == (
         "a red cube\nNegative prompt: blurry\n"
-        "Steps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 123, Size: 128x128, Model: tiny, "
+        "Steps: 2, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 123, Size: 128x128, "
+        "Model: tiny, "
         "Version: sdgen 0.1.0"
     )
     [record] = read_manifest(hermetic / "outputs")
@@ -35,7 +36,7 @@ def test_generate_writes_png_with_infotext_and_manifest(run_cli, hermetic):
     assert record["negative_prompt"] == "blurry"
     assert record["steps"] == 2 and record["guidance_scale"] == 7.5
     assert record["width"] == record["height"] == 128
-    assert record["model"] == "tiny" and record["sampler"] == "ddim"
+    assert record["model"] == "tiny" and record["sampler"] == "dpmpp-2m-karras"
     import hashlib
 
     assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -11,12 +11,12 @@ from sdgen.errors import ConfigError, PromptError, UsageError
 def test_defaults_match_the_documented_ones():
     config = GenerationConfig("a cat")
     assert (config.steps, config.guidance_scale, config.num_images, config.batch_size) == (
-        50,
+        25,
         7.5,
         1,
         1,
     )
-    assert config.sampler == "ddim" and config.seed is None and config.width is None
+    assert config.sampler == "dpmpp-2m-karras" and config.seed is None and config.width is None
 
 
 def test_config_is_frozen():
@@ -66,8 +66,8 @@ def test_with_defaults_fills_only_unset_values():
 
 
 def test_shipped_presets_load_and_use_known_keys():
-    assert {"smoke", "draft", "quality", "portrait"} <= set(preset_names())
-    allowed = {"model", "width", "height", "steps", "guidance_scale", "negative_prompt"}
+    assert {"smoke", "draft", "quality", "portrait", "keras-cv"} <= set(preset_names())
+    allowed = {"model", "width", "height", "steps", "sampler", "guidance_scale", "negative_prompt"}
     for name in preset_names():
         assert set(load_preset(name, allowed)) <= allowed
     assert load_preset("smoke", allowed)["model"] == "tiny"

@@ -13,7 +13,13 @@ import click
 from ..batch.executors import LoadOptions
 from ..batch.run import Failed
 from ..batch.work import OutputOptions
-from ..config import AUTO_BATCH, load_preset, preset_names
+from ..config import (
+    AUTO_BATCH,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    load_preset,
+    preset_names,
+)
 from ..errors import SdgenError
 from ..registry import model_specs
 from ..runtimes import RUNTIMES
@@ -113,7 +119,13 @@ HELP_SECTIONS = {
     help="Read requests from a UTF-8 file, one per line: a plain prompt, AUTOMATIC1111's '--prompt ... --steps 30' syntax, or a JSON object; blank lines and # comments are skipped.",
 )
 @click.option("--negative-prompt", default="", show_default=False, help="What to steer away from.")
-@click.option("--steps", type=int, default=50, show_default=True, help="Denoising steps (>= 1).")
+@click.option(
+    "--steps",
+    type=int,
+    default=DEFAULT_STEPS,
+    show_default=True,
+    help="Denoising steps (>= 1).",
+)
 @click.option(
     "--seed",
     type=int,
@@ -150,9 +162,9 @@ HELP_SECTIONS = {
 )
 @click.option(
     "--sampler",
-    default="ddim",
+    default=DEFAULT_SAMPLER,
     show_default=True,
-    help="Sampler: ddim, euler, euler-a, dpmpp-2m or dpmpp-2m-karras (AUTOMATIC1111 labels such as 'Euler a' work too).",
+    help="Sampler: dpmpp-2m-karras, dpmpp-2m, euler, euler-a or ddim (AUTOMATIC1111 labels such as 'Euler a' work too); --config keras-cv gives keras_cv's DDIM at 50 steps.",
 )
 @emphasis_option(
     "How (word:1.2) weights apply: original (A1111's default: weighted, then each chunk's mean restored), no-norm, ignore (brackets parsed, weights dropped) or off (brackets are plain text)."
