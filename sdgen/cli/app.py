@@ -49,7 +49,7 @@ def cli():
     """Generate images from text with Stable Diffusion on keras-cv.
 
     \b
-      sdgen "photograph of an astronaut riding a horse" --steps 50 --out astronaut.png
+      sdgen "photograph of an astronaut riding a horse" --out astronaut.png
       sdgen --model tiny "smoke test" --width 128 --height 128 --steps 4 --outdir out
 
     `sdgen PROMPT ...` is short for `sdgen generate PROMPT ...`; see `sdgen generate --help`.
