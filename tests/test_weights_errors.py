@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import pytest
 from conftest import FAST, png_files
-from test_weights import FILENAMES, SIZES, Server, closed_port_url, model_spec
+from local_server import Server
+from test_weights import FILENAMES, SIZES, closed_port_url, model_spec
 
 from sdgen.batch.executors import LoadOptions, LocalExecutor
 from sdgen.batch.work import Job, JobFailure
