@@ -15,9 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError
 from .spec import ROLES, ModelSpec
-from .store import builtin_conversion, install
+from .store import builtin_conversion, convert_into
 from .weights import (
     DEFAULT_FILENAMES,
     DownloadProgress,
@@ -51,26 +50,20 @@ def provide_weights(
 def _convert_checkpoint(spec, offline, progress, say) -> Path:
     """Download (or find in the cache) ``spec``'s checkpoint, convert it into the store
     and delete the download; the store folder."""
-    from . import convert
-
-    source = resolve_file(spec, spec.checkpoint, None, offline, progress)
+    checkpoint = spec.checkpoint
+    source = resolve_file(spec, checkpoint, None, offline, progress)
     if say is not None:
         say(f"converting {source.name} into the model store (once) ...")
     began = time.perf_counter()
-    converted = convert.convert_checkpoint(source)
-    if converted.family != spec.family:
-        raise ModelError(
-            f"{source} is an {converted.family} checkpoint, but {spec.name} is {spec.family}"
-        )
-    info = {
-        "family": spec.family,
-        "prediction_type": spec.prediction_type,
-        "default_size": spec.default_size,
-        "source": spec.checkpoint.url,
-        "source_sha256": spec.checkpoint.sha256,
-    }
-    folder = install(
-        spec.name, lambda to: convert.save_converted(converted, to), info, overwrite=True
+    folder = convert_into(
+        spec.name,
+        source,
+        checkpoint.url,
+        checkpoint.sha256,
+        overwrite=True,
+        prediction_type=spec.prediction_type,
+        default_size=spec.default_size,
+        family=spec.family,
     )
     source.unlink(missing_ok=True)  # the store holds it now; 4 GB are not kept twice
     if say is not None:

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, OutputExistsError
+from .errors import ConfigError, ModelError, OutputExistsError
 from .output.files import apply_umask
 from .registry import model_specs
 from .spec import ModelSpec
@@ -56,11 +56,8 @@ def imported_specs() -> dict[str, ModelSpec]:
     if not folder.is_dir():
         return {}
     specs = {}
-    builtin = model_specs()
     for entry in sorted(folder.iterdir()):
-        if entry.name in builtin:
-            continue
-        spec = imported_spec(entry.name)
+        spec = imported_spec(entry.name)  # None for a built-in model's conversion
         if spec is not None:
             specs[entry.name] = spec
     return specs
@@ -193,16 +190,38 @@ def import_checkpoint(
     if not path.exists():
         raise convert.NotACheckpointError(f"checkpoint {path} does not exist")
     digest = sha256 or source_sha256(path)
+    source = str(path.resolve())
+    convert_into(name, path, source, digest, overwrite, prediction_type, default_size)
+    return imported_spec(name)
+
+
+def convert_into(
+    name: str,
+    path: Path,
+    source: str,
+    sha256: str,
+    overwrite: bool = False,
+    prediction_type: str | None = None,
+    default_size: int | None = None,
+    family: str | None = None,
+) -> Path:
+    """Convert the checkpoint at ``path`` into ``store_dir()/name`` (see ``install``),
+    recording ``source`` and its ``sha256``; the folder. ``prediction_type`` and
+    ``default_size`` override what was detected; ``family``, when given, is what the
+    checkpoint must be (``ModelError`` otherwise, before anything is written)."""
+    from . import convert
+
     converted = convert.convert_checkpoint(path, prediction_type=prediction_type)
+    if family is not None and converted.family != family:
+        raise ModelError(f"{path} is an {converted.family} checkpoint, but {name} is {family}")
     info = {
         "family": converted.family,
         "prediction_type": prediction_type or converted.prediction_type,
         "default_size": default_size or converted.default_size,
-        "source": str(path.resolve()),
-        "source_sha256": digest,
+        "source": source,
+        "source_sha256": sha256,
     }
-    install(name, lambda folder: convert.save_converted(converted, folder), info, overwrite)
-    return imported_spec(name)
+    return install(name, lambda folder: convert.save_converted(converted, folder), info, overwrite)
 
 
 def checkpoint_model(path: str | Path) -> ModelSpec:

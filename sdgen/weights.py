@@ -177,10 +177,12 @@ def find_cached(spec: ModelSpec, weight: WeightFile, verify: bool = True) -> Pat
     from .registry import model_specs
 
     folders = looked_in(spec)
-    for other in model_specs().values():
-        shared = any(f.sha256 == weight.sha256 for f in other.files)
-        if weight.sha256 and other.name != spec.name and shared:
-            folders.append(cache_dir() / "weights" / other.name)
+    if weight.sha256:
+        folders += [
+            cache_dir() / "weights" / other.name
+            for other in model_specs().values()
+            if other.name != spec.name and any(f.sha256 == weight.sha256 for f in other.files)
+        ]
     for folder in folders:
         candidate = folder / weight.filename
         if candidate.is_file():
