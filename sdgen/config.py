@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError, PromptError
+from .noise import DEFAULT_RNG, check_rng
 from .text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_LABELS, EMPHASIS_MODES
 
 #: Largest seed accepted, as in AUTOMATIC1111 (seeds are unsigned 32-bit there).
@@ -64,6 +65,15 @@ class GenerationConfig:
         (``Original``, ``No norm``, ``Ignore``, ``None``) are accepted too.
     clip_skip: A1111's "Clip skip": 1 uses the text encoder's last layer, 2 the one
         before it, ... [1]; the largest value is the model's (12 for SD 1.x).
+    rng: where the noise comes from (:mod:`sdgen.noise`): ``sdgen`` (NumPy's PCG64) or
+        ``torch-cpu`` (``torch.randn`` on a CPU, as ComfyUI and diffusers draw it)
+        [``sdgen``].
+    subseed, subseed_strength: A1111's variation seed: the starting noise is the slerp
+        of the seed's noise and ``subseed``'s (image k: ``subseed + k``),
+        ``subseed_strength`` of the way, in [0, 1] [None, 0: no variation].
+    seed_resize_from: A1111's "Resize seed from": ``(width, height)`` (or ``"WxH"``) to
+        draw the noise at and centre in the image, keeping a seed's composition at a new
+        size [None].
     """
 
     prompt: str
@@ -78,6 +88,10 @@ class GenerationConfig:
     sampler: str | object = DEFAULT_SAMPLER
     emphasis: str = DEFAULT_EMPHASIS
     clip_skip: int = 1
+    rng: str = DEFAULT_RNG
+    subseed: int | None = None
+    subseed_strength: float = 0.0
+    seed_resize_from: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -116,6 +130,30 @@ class GenerationConfig:
 
         get_sampler(self.sampler)
         self._check_text_settings()
+        self._check_noise()
+
+    def _check_noise(self) -> None:
+        object.__setattr__(self, "rng", check_rng(self.rng))
+        strength = self.subseed_strength
+        if isinstance(strength, bool) or not isinstance(strength, int | float):
+            raise ConfigError(f"subseed strength must be a number, got {strength!r}")
+        if not (math.isfinite(strength) and 0 <= strength <= 1):
+            raise ConfigError(f"subseed strength must be from 0 to 1, got {strength}")
+        object.__setattr__(self, "subseed_strength", float(strength))
+        if self.subseed == RANDOM_SEED and type(self.subseed) is int:
+            object.__setattr__(self, "subseed", None)
+        if self.subseed is not None:
+            _check_int("subseed", self.subseed, minimum=0, maximum=MAX_SEED)
+            if self.subseed + self.num_images - 1 > MAX_SEED:
+                raise ConfigError(
+                    f"subseed {self.subseed} + {self.num_images} images runs past {MAX_SEED}"
+                )
+        elif strength > 0:
+            raise ConfigError(
+                f"subseed strength {strength} needs a variation seed: give --subseed N"
+            )
+        if self.seed_resize_from is not None:
+            object.__setattr__(self, "seed_resize_from", parse_size(self.seed_resize_from))
 
     def _check_seed(self) -> None:
         """-1 becomes None (a random seed, as in A1111); others are 0 to ``MAX_SEED``."""
@@ -152,6 +190,23 @@ class GenerationConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def parse_size(value) -> tuple[int, int]:
+    """``"WxH"`` or ``(width, height)`` as ``(width, height)``, each a multiple of 8 from
+    64 to ``MAX_SIZE``; ``ConfigError`` otherwise."""
+    try:
+        if isinstance(value, str):
+            width, height = (int(part) for part in value.lower().split("x"))
+        else:
+            width, height = value
+    except (TypeError, ValueError):
+        raise ConfigError(f"size must be WIDTHxHEIGHT, e.g. 512x768, got {value!r}") from None
+    for name, number in (("width", width), ("height", height)):
+        _check_int(f"seed resize {name}", number, minimum=64, maximum=MAX_SIZE)
+        if number % 8:
+            raise ConfigError(f"seed resize {name} must be a multiple of 8, got {number}")
+    return (width, height)
 
 
 def emphasis_mode(value) -> str:

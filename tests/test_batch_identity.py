@@ -38,6 +38,8 @@ TODAYS_KEYS = {
 #: The fields the text stage (emphasis, clip skip, embeddings) and the folder-wide
 #: numbering added after 0.1.0.
 TEXT_KEYS = ("prompt_syntax", "emphasis", "clip_skip", "embeddings", "number", "run_images")
+#: the noise fields (``--rng``, variation seeds) came after 0.1.0 too
+TEXT_KEYS += ("rng", "subseed", "subseed_strength", "seed_resize_from")
 
 
 def _as_written_today(folder):

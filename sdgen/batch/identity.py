@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import __version__
+from ..noise import DEFAULT_RNG, check_rng
 from ..output.png import format_infotext, format_number
 from ..samplers import get_sampler
 
@@ -121,6 +122,33 @@ def _text_infotext(fields: dict) -> dict:
     return settings
 
 
+def _noise(image: PlannedImage) -> dict:
+    config = image.job.config
+    subseed = None if config.subseed is None else config.subseed + image.k
+    resize = config.seed_resize_from
+    return {
+        "rng": config.rng,
+        "subseed": subseed if config.subseed_strength > 0 else None,
+        "subseed_strength": config.subseed_strength,
+        "seed_resize_from": None if resize is None else list(resize),
+    }
+
+
+def _noise_infotext(fields: dict) -> dict:
+    """A1111's ``Variation seed``, ``Variation seed strength`` and ``Seed resize from``
+    where used, and ``RNG`` where it is not sdgen's own."""
+    settings: dict = {}
+    if fields.get("subseed_strength"):
+        settings["Variation seed"] = fields["subseed"]
+        settings["Variation seed strength"] = format_number(fields["subseed_strength"])
+    if fields.get("seed_resize_from"):
+        width, height = fields["seed_resize_from"]
+        settings["Seed resize from"] = f"{width}x{height}"
+    if fields.get("rng", DEFAULT_RNG) != DEFAULT_RNG:
+        settings["RNG"] = fields["rng"]
+    return settings
+
+
 CONTRIBUTORS: list[Contributor] = [
     Contributor(
         "generation",
@@ -149,6 +177,18 @@ CONTRIBUTORS: list[Contributor] = [
         identity=("prompt_syntax", "clip_skip", "embeddings"),
         legacy={"prompt_syntax": "plain", "clip_skip": 1, "embeddings": {}},
         infotext=_text_infotext,
+    ),
+    Contributor(
+        "noise",
+        _noise,
+        identity=("rng", "subseed", "subseed_strength", "seed_resize_from"),
+        legacy={
+            "rng": DEFAULT_RNG,
+            "subseed": None,
+            "subseed_strength": 0.0,
+            "seed_resize_from": None,
+        },
+        infotext=_noise_infotext,
     ),
     Contributor(
         "version",
@@ -233,6 +273,13 @@ def settings_from_infotext(text: str) -> dict:
     if "Model" in parsed:
         settings["model"] = parsed["Model"]
     settings["clip_skip"] = int(parsed.get("Clip skip", 1))
+    settings["rng"] = check_rng(parsed.get("RNG", DEFAULT_RNG))
+    if "Variation seed strength" in parsed:
+        settings["subseed_strength"] = float(parsed["Variation seed strength"])
+        settings["subseed"] = int(parsed["Variation seed"])
+    if "Seed resize from" in parsed:
+        width, height = (int(n) for n in parsed["Seed resize from"].split("x"))
+        settings["seed_resize_from"] = (width, height)
     labels = {label: mode for mode, label in EMPHASIS_LABELS.items()}
     settings["emphasis"] = labels.get(parsed.get("Emphasis", ""), DEFAULT_EMPHASIS)
     hashes = parsed.get("TI hashes", "")

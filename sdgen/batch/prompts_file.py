@@ -57,10 +57,21 @@ class PromptLine:
 CONFIG_KEYS = tuple(f.name for f in fields(GenerationConfig))
 JSON_KEYS = (*CONFIG_KEYS, "model")
 
-_INT_KEYS = {"steps", "width", "height", "seed", "num_images", "batch_size", "clip_skip"}
-_STR_KEYS = {"prompt", "negative_prompt", "sampler", "emphasis", "model"}
-_NUMBER_KEYS = {"guidance_scale"}
-_NULLABLE_KEYS = {"seed", "width", "height"}  # None means "random" / "the model's size"
+_INT_KEYS = {
+    "steps",
+    "width",
+    "height",
+    "seed",
+    "num_images",
+    "batch_size",
+    "clip_skip",
+    "subseed",
+}
+_STR_KEYS = {"prompt", "negative_prompt", "sampler", "emphasis", "model", "rng"}
+_NUMBER_KEYS = {"guidance_scale", "subseed_strength"}
+_SIZE_KEYS = {"seed_resize_from"}  # "WxH" or [width, height]
+#: None means "random" / "the model's size" / "none"
+_NULLABLE_KEYS = {"seed", "width", "height", "subseed", "seed_resize_from"}
 
 #: AUTOMATIC1111 tags: tag -> (GenerationConfig key, value type). ``n_iter`` is not a
 #: config key: it multiplies ``batch_size`` into ``num_images``.
@@ -78,6 +89,10 @@ A1111_TAGS = {
     "model": ("model", str),
     "clip_skip": ("clip_skip", int),
     "emphasis": ("emphasis", str),
+    "subseed": ("subseed", int),
+    "subseed_strength": ("subseed_strength", float),
+    "seed_resize_from_w": ("seed_resize_from_w", int),
+    "seed_resize_from_h": ("seed_resize_from_h", int),
 }
 _SUPPORTED_TAGS = ", ".join(f"--{tag}" for tag in A1111_TAGS)
 
@@ -208,6 +223,11 @@ def _typed_a1111_settings(values: dict[str, str]) -> dict:
             settings[key] = value
     if settings.get("seed") == -1:  # AUTOMATIC1111's "random seed"
         settings["seed"] = None
+    resize = settings.pop("seed_resize_from_w", None), settings.pop("seed_resize_from_h", None)
+    if any(number is not None and number > 0 for number in resize):  # A1111: 0 or -1 is off
+        if None in resize:
+            raise _LineError("--seed_resize_from_w and --seed_resize_from_h go together")
+        settings["seed_resize_from"] = resize
     n_iter = settings.pop("n_iter", None)
     for tag, number in (("n_iter", n_iter), ("batch_size", settings.get("batch_size"))):
         if number is not None and number < 1:
@@ -244,6 +264,8 @@ def _parse_json(text: str) -> dict:
         elif key in _NUMBER_KEYS:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             expected = "a number"
+        elif key in _SIZE_KEYS:
+            ok, expected = isinstance(value, str | list), 'a "WxH" string or [width, height]'
         else:  # a GenerationConfig field this table has not met yet: its own check decides
             ok, expected = True, ""
         if not ok:

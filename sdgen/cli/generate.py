@@ -24,7 +24,7 @@ from ..errors import SdgenError
 from ..registry import model_specs
 from ..runtimes import RUNTIMES
 from ..service import GenerateRequest, start_generation
-from .options import embeddings_option, emphasis_option
+from .options import embeddings_option, emphasis_option, noise_options
 from .report import (
     SectionedCommand,
     download_progress,
@@ -98,6 +98,10 @@ HELP_SECTIONS = {
         "sampler",
         "guidance_scale",
         "seed",
+        "rng",
+        "subseed",
+        "subseed_strength",
+        "seed_resize_from",
         "width",
         "height",
         "num_images",
@@ -132,6 +136,7 @@ HELP_SECTIONS = {
     default=None,
     help="Seed of the first image; image k uses seed+k.  [default: random, always printed and recorded]",
 )
+@noise_options
 @click.option(
     "--guidance-scale",
     type=float,
@@ -384,4 +389,8 @@ _CONFIG_OPTIONS = (
     "sampler",
     "emphasis",
     "clip_skip",
+    "rng",
+    "subseed",
+    "subseed_strength",
+    "seed_resize_from",
 )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..noise import DEFAULT_RNG, RNG_KINDS
 from ..text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_MODES
 
 
@@ -30,3 +31,43 @@ def embeddings_option(help_text: str):
         default=None,
         help=help_text,
     )
+
+
+def noise_options(command):
+    """``--rng``, ``--subseed``, ``--subseed-strength`` and ``--seed-resize-from``."""
+    for option in reversed(_NOISE_OPTIONS):
+        command = option(command)
+    return command
+
+
+_NOISE_OPTIONS = (
+    click.option(
+        "--rng",
+        type=click.Choice(RNG_KINDS),
+        default=DEFAULT_RNG,
+        show_default=True,
+        help="Where the noise comes from: sdgen's own (NumPy PCG64), or torch-cpu for the same "
+        "starting noise as ComfyUI, diffusers or A1111's CPU RNG with the same seed.",
+    ),
+    click.option(
+        "--subseed",
+        type=int,
+        default=None,
+        help="Variation seed (A1111's): mixed into the seed's noise by --subseed-strength; "
+        "image k uses subseed+k.",
+    ),
+    click.option(
+        "--subseed-strength",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="How far towards the variation seed's noise (0 to 1; slerp).",
+    ),
+    click.option(
+        "--seed-resize-from",
+        metavar="WxH",
+        default=None,
+        help="Draw the noise at this size and centre it, to keep a seed's composition at a new "
+        "--width/--height.",
+    ),
+)

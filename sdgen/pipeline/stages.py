@@ -1,5 +1,5 @@
-"""The stages of a generation that hold no network: per-image random generators, the
-starting latents, the timestep embedding, and latents to pixels."""
+"""The stages of a generation that hold no network: the starting latents, the timestep
+embedding, and latents to pixels."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ..errors import BadImageError
+from ..noise import DEFAULT_RNG, LatentNoise
 
 
 def timestep_embedding(timestep: float, dim: int = 320) -> np.ndarray:
@@ -20,22 +21,11 @@ def timestep_embedding(timestep: float, dim: int = 320) -> np.ndarray:
     return np.concatenate([np.cos(args), np.sin(args)]).astype(np.float32)
 
 
-def image_generator(seed: int) -> np.random.Generator:
-    """The random generator of one image: PCG64 seeded with the image's seed. It draws
-    the starting latents and then any per-step noise, so an image never depends on the
-    others in its batch."""
-    return np.random.Generator(np.random.PCG64(seed))
-
-
-def initial_latents(seed: int, height: int, width: int) -> np.ndarray:
+def initial_latents(seed: int, height: int, width: int, rng: str = DEFAULT_RNG) -> np.ndarray:
     """The unit starting noise of one image, (height/8, width/8, 4) standard normal: the
-    first draw of its generator, the same on every machine and batch size."""
-    return draw_latents(image_generator(seed), height, width)
-
-
-def draw_latents(generator: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """The next (height/8, width/8, 4) standard normal draw of ``generator``."""
-    return generator.standard_normal((height // 8, width // 8, 4), dtype=np.float32)
+    first draw of its ``rng`` generator (:mod:`sdgen.noise`), the same on every machine
+    and batch size."""
+    return LatentNoise(rng, seed).draw(height, width)
 
 
 def to_pixels(decoded: np.ndarray) -> np.ndarray:
@@ -58,4 +48,4 @@ def to_pixels(decoded: np.ndarray) -> np.ndarray:
     return pixels
 
 
-__all__ = ["draw_latents", "image_generator", "initial_latents", "timestep_embedding", "to_pixels"]
+__all__ = ["initial_latents", "timestep_embedding", "to_pixels"]

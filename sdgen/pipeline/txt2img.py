@@ -19,13 +19,15 @@ from ..config import AUTO_BATCH, GenerationConfig
 from ..errors import ConfigError, OutOfMemoryError
 from ..families import family_of
 from ..networks.text_states import check_clip_skip
+from ..noise import LatentNoise
+from ..noise.variation import starting_noise
 from ..runtimes.signature import NetworkSignature
 from ..runtimes.tensorflow import DeviceSettings, TensorFlowBackend, is_out_of_memory
 from ..samplers import get_sampler
 from ..spec import ModelSpec
 from ..text.conditioning import Conditioning, TextOptions, encode_conditioning
 from .guidance import predict_noise
-from .stages import draw_latents, image_generator, timestep_embedding, to_pixels
+from .stages import timestep_embedding, to_pixels
 
 #: Called as ``callback(image_index, step_index, steps, latents)`` after every step.
 StepCallback = Callable[[int, int, int, np.ndarray], None]
@@ -144,8 +146,20 @@ class Pipeline:
                 began = time.perf_counter()
                 indices = wanted[start : start + size]
                 # 2. initial latents, one generator per image
-                generators = [image_generator(config.seed + k) for k in indices]
-                latents = np.stack([draw_latents(g, height, width) for g in generators])
+                generators = [LatentNoise(config.rng, config.seed + k) for k in indices]
+                latents = np.stack(
+                    [
+                        starting_noise(
+                            generator,
+                            height,
+                            width,
+                            None if config.subseed is None else config.subseed + k,
+                            config.subseed_strength,
+                            config.seed_resize_from,
+                        )
+                        for generator, k in zip(generators, indices, strict=True)
+                    ]
+                )
                 # 3. denoise
                 try:
                     latents = self._denoise(
@@ -219,7 +233,7 @@ class Pipeline:
             output = predict_noise(networks, model_input, t_emb, conditioning, scale)
             noise = None
             if run.needs_noise:
-                noise = np.stack([draw_latents(g, height, width) for g in generators])
+                noise = np.stack([g.draw(height, width) for g in generators])
             latents = run.step(np.asarray(output), index, latents, noise)
             if callback is not None:
                 for row, k in enumerate(indices):
