@@ -58,3 +58,7 @@ class OutOfMemoryError(SdgenError):
 
 class BadImageError(SdgenError):
     """The networks produced NaN or infinite values instead of an image."""
+
+
+class ImageInfoError(UsageError):
+    """An image file is missing, unreadable, or holds no generation parameters."""

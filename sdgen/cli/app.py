@@ -14,6 +14,7 @@ import click
 from .. import __version__
 from ..errors import SdgenError
 from .generate import generate
+from .info import info_command
 from .models import import_command, models_command
 from .tokens import tokens_command
 
@@ -58,6 +59,7 @@ def cli():
 
 cli.add_command(generate)
 cli.add_command(import_command)
+cli.add_command(info_command)
 cli.add_command(models_command)
 cli.add_command(tokens_command)
 
