@@ -42,6 +42,9 @@ class GenerateRequest:
         converted into the store on first use.
     output, load: where images go, and how models are loaded.
     ray_address, ray_workers: run on Ray (``"local"`` starts a local instance).
+    sweep: ``KEY=V1,V2,...`` axes (X, Y, Z; see :mod:`sdgen.sweep`): every job becomes
+        one job per combination of values, with labelled grids.
+    yes: make a sweep of more than ``CONFIRM_ABOVE`` images without refusing.
     """
 
     prompt: str | None = None
@@ -53,6 +56,8 @@ class GenerateRequest:
     load: LoadOptions = field(default_factory=LoadOptions)
     ray_address: str | None = None
     ray_workers: int | None = None
+    sweep: tuple[str, ...] = ()
+    yes: bool = False
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Summary:
     records: list[dict] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     grid: Path | None = None
+    grids: list[Path] = field(default_factory=list)
     load_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     device: object | None = None  # the DeviceSettings of the first model loaded
@@ -87,6 +93,7 @@ class Summary:
             "load_seconds": {k: round(v, 3) for k, v in self.load_seconds.items()},
             "total_seconds": round(self.seconds, 3),
             "grid": str(self.grid) if self.grid else None,
+            "grids": [str(path) for path in self.grids],
             "images": self.records,
         }
         if self.device is not None:
@@ -129,11 +136,14 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
         model = checkpoint_model(request.checkpoint).name
     settings = dict(request.settings)
     from .adapters.textual_inversion import EmbeddingLibrary
+    from .sweep import expand, parse_axes
 
+    axes = parse_axes(request.sweep, settings)  # every value checked before any line
     embeddings = EmbeddingLibrary(request.load.embeddings_dir)
     if request.prompts_file is None:
         job = Job(GenerationConfig(prompt=request.prompt, **settings), model)
-        return [check_text(job, embeddings)], []
+        jobs = [check_text(cell, embeddings) for cell in expand(job, axes)]
+        return _confirmed(jobs, request), []
     from .batch.prompts_file import read_prompts_file
 
     jobs, failures = [], []
@@ -147,12 +157,23 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
             job = Job(
                 GenerationConfig(prompt=line.prompt, **overrides), line_model, line.line_number
             )
-            job = check_text(job, embeddings)
+            cells = [check_text(cell, embeddings) for cell in expand(job, axes)]
         except SdgenError as error:
             failures.append(Failure(str(error), line.line_number))
             continue
-        jobs.append(job)
-    return jobs, failures
+        jobs += cells
+    return _confirmed(jobs, request), failures
+
+
+def _confirmed(jobs: list[Job], request: GenerateRequest) -> list[Job]:
+    """``jobs``, unless they are a sweep of more images than ``CONFIRM_ABOVE`` that
+    ``request.yes`` does not allow (``SweepTooLargeError``)."""
+    from .sweep import CONFIRM_ABOVE, SweepTooLargeError
+
+    images = sum(job.config.num_images for job in jobs)
+    if request.sweep and images > CONFIRM_ABOVE and not request.yes:
+        raise SweepTooLargeError(images)
+    return jobs
 
 
 def check_text(job: Job, embeddings) -> Job:
@@ -238,6 +259,7 @@ class Generation:
             sheet.update()
         if self.plan.grid_path is not None and summary.records:
             summary.grid = self.plan.grid_path
+        summary.grids = [grid.path for grid in self.plan.sweep_grids if grid.path.exists()]
         summary.load_seconds = dict(self.executor.load_seconds)
         devices = [p.device for p in getattr(self.executor, "pipelines", {}).values()]
         summary.device = devices[0] if devices else None

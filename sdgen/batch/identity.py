@@ -190,6 +190,10 @@ CONTRIBUTORS: list[Contributor] = [
         },
         infotext=_noise_infotext,
     ),
+    Contributor(  # where a sweep's cell sits in it: recorded, never part of the identity
+        "sweep",
+        lambda image: {} if image.job.sweep is None else {"sweep": image.job.sweep.record()},
+    ),
     Contributor(
         "version",
         lambda image: {"version": __version__},

@@ -78,13 +78,19 @@ def plan(jobs: list[Job], output: OutputOptions, failures: list[Failure] | None 
             image if image.done or image.path in remade else check_free(image, output)
             for image in images
         ]
-    grid_path = None
-    if output.grid and images:
+    grid_path, sweep_grids = None, []
+    if any(image.job.sweep is not None for image in images):
+        # a sweep's labelled grids take the place of --grid's; a shard sees only some cells
+        if output.shard[1] == 1:
+            from ..sweep.grids import plan_grids
+
+            sweep_grids = plan_grids(images)
+    elif output.grid and images:
         # sdgen's own output beside the first image, never in a rerun's way: run()
         # rewrites it when the run makes images and leaves it when all were skipped
         first = images[0].path
         grid_path = first.with_name(f"{first.stem}-grid.png")
-    return Plan(list(images), list(failures or []), grid_path, total)
+    return Plan(list(images), list(failures or []), grid_path, total, sweep_grids)
 
 
 def _sized(job: Job, sizes: dict[str, int]) -> Job:
@@ -113,10 +119,16 @@ def _images(
     (``_numbered`` names the others)."""
     shard, shards = output.shard
     images = []
+    # the cells of a sweep share one seed: the one an earlier run chose, else one drawn
+    sweep_seeds = {
+        job.sweep.sweep_id: seeds[start] for start, job in starts if _swept(job, seeds, start)
+    }
     for start, job in starts:
         config = job.config
         if config.seed is None:
             seed = seeds.get(start)
+            if seed is None and job.sweep is not None:
+                seed = sweep_seeds.setdefault(job.sweep.sweep_id, _random_seed(config))
             job = replace(
                 job, config=replace(config, seed=_random_seed(config) if seed is None else seed)
             )
@@ -131,6 +143,11 @@ def _images(
                 finished = replace(finished, done=False, sha256=None)
             images.append(finished or image)
     return images
+
+
+def _swept(job: Job, seeds: dict[int, int], start: int) -> bool:
+    """Whether ``job`` is an unseeded sweep cell whose seed an earlier run chose."""
+    return job.sweep is not None and job.config.seed is None and start in seeds
 
 
 def _numbered(image: PlannedImage, base: int, total: int, output: OutputOptions) -> PlannedImage:

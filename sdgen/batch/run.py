@@ -91,7 +91,7 @@ def run(
         except SdgenError as error:
             yield Failed(Failure(str(error), job.line_number, (target.index,)))
             continue
-        if the_plan.grid_path is not None:
+        if the_plan.grid_path is not None or the_plan.sweep_grids:
             made[target.index] = result.pixels
         del result  # no finished image stays in memory unless the grid needs it
         if on_saved is not None:
@@ -102,6 +102,7 @@ def run(
     grid = the_plan.grid_path
     if grid is not None and (made or not grid.exists()):
         _write_grid(the_plan, made)
+    _write_sweep_grids(the_plan, made)
 
 
 def _write_grid(the_plan: Plan, made: dict) -> None:
@@ -113,6 +114,31 @@ def _write_grid(the_plan: Plan, made: dict) -> None:
         pixels = [made[i.index] if i.index in made else _read_pixels(i.path) for i in shown]
         infotext = identity.infotext(shown[0].parameters())
         save_png(the_plan.grid_path, grid_image(pixels), infotext, overwrite=True)
+
+
+def _write_sweep_grids(the_plan: Plan, made: dict) -> None:
+    """Each sweep grid whose cells this run made, or that is missing: its cells in
+    index order, read back where an earlier run made them, grey where none did."""
+    if not the_plan.sweep_grids:
+        return
+    from ..sweep.grids import grid_picture
+
+    by_index = {image.index: image for image in the_plan.images}
+
+    def pixels(index: int):
+        if index in made:
+            return made[index]
+        image = by_index.get(index)
+        return _read_pixels(image.path) if image is not None and image.done else None
+
+    for grid in the_plan.sweep_grids:
+        indices = grid.indices
+        if not (indices & made.keys()) and grid.path.exists():
+            continue
+        shown = [by_index[i] for i in sorted(indices) if i in made or by_index[i].done]
+        if shown:
+            infotext = identity.infotext(shown[0].parameters())
+            save_png(grid.path, grid_picture(grid, pixels), infotext, overwrite=True)
 
 
 def _already_made(the_plan: Plan, output: OutputOptions, executor) -> Iterator[Saved]:

@@ -19,12 +19,14 @@ class Job:
 
     embeddings: ``(name, sha256)`` of each textual-inversion embedding its prompts use,
         found when the job was checked (``sdgen.service.read_jobs``), for its identity.
+    sweep: where the job sits in a sweep (a ``sdgen.sweep.SweepCell``), or None.
     """
 
     config: GenerationConfig
     model: str
     line_number: int | None = None
     embeddings: tuple[tuple[str, str], ...] = ()
+    sweep: object | None = None
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,14 @@ class Failure:
 class Plan:
     """Every image of a run (of this shard), the lines and images already known to fail,
     where the grid goes (None: no grid), and how many images the run has in all shards
-    (recorded with each image, so the run's block of numbers stays reserved)."""
+    (recorded with each image, so the run's block of numbers stays reserved).
+    ``sweep_grids``: the labelled grids of its sweeps (``sdgen.sweep.SweepGrid``)."""
 
     images: list[PlannedImage]
     failures: list[Failure] = field(default_factory=list)
     grid_path: Path | None = None
     run_images: int = 0
+    sweep_grids: list = field(default_factory=list)
 
     @property
     def todo(self) -> list[PlannedImage]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -14,17 +16,25 @@ from ..batch.executors import LoadOptions
 from ..batch.run import Failed
 from ..batch.work import OutputOptions
 from ..config import (
-    AUTO_BATCH,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     load_preset,
     preset_names,
 )
 from ..errors import SdgenError
+from ..output.files import no_empty_folder_left
 from ..registry import model_specs
 from ..runtimes import RUNTIMES
 from ..service import GenerateRequest, start_generation
-from .options import embeddings_option, emphasis_option, noise_options
+from ..sweep import SweepTooLargeError
+from .options import (
+    embeddings_option,
+    emphasis_option,
+    noise_options,
+    parse_batch_size,
+    parse_shard,
+    sweep_options,
+)
 from .report import (
     SectionedCommand,
     download_progress,
@@ -61,29 +71,6 @@ _NOT_IN_PRESETS = {
 }
 
 
-def _parse_shard(_ctx, _param, value):
-    if value is None:
-        return (1, 1)
-    try:
-        k, n = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not K/N, e.g. 1/4") from None
-    if not 1 <= k <= n:
-        raise click.BadParameter(
-            f"{value!r}: K counts from 1 to N (e.g. 1/2 and 2/2), so 1 <= K <= N"
-        )
-    return (k, n)
-
-
-def _parse_batch_size(_ctx, _param, value):
-    if value is None or isinstance(value, int) or value == AUTO_BATCH:
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a whole number or '{AUTO_BATCH}'") from None
-
-
 #: The headings of ``sdgen generate --help`` and the options under each.
 HELP_SECTIONS = {
     "Prompt and text": (
@@ -107,6 +94,7 @@ HELP_SECTIONS = {
         "num_images",
         "config",
     ),
+    "Sweeps": ("sweep", "yes"),
     "Output": ("out", "outdir", "name_template", "grid", "overwrite", "force"),
     "Model and weights": ("model", "checkpoint", "weights_dir", "offline"),
     "Batch and distribution": ("batch_size", "shard", "ray_address", "ray_workers"),
@@ -137,6 +125,7 @@ HELP_SECTIONS = {
     help="Seed of the first image; image k uses seed+k.  [default: random, always printed and recorded]",
 )
 @noise_options
+@sweep_options
 @click.option(
     "--guidance-scale",
     type=float,
@@ -161,7 +150,7 @@ HELP_SECTIONS = {
     "--batch-size",
     default="1",
     show_default=True,
-    callback=_parse_batch_size,
+    callback=parse_batch_size,
     help="Images denoised together; changes speed and memory, never pixels. 'auto': as many "
     "as free GPU memory holds (1 on a CPU, where bigger batches are slower).",
 )
@@ -213,7 +202,7 @@ HELP_SECTIONS = {
 )
 @click.option(
     "--shard",
-    callback=_parse_shard,
+    callback=parse_shard,
     metavar="K/N",
     help="Make only shard K of N (K from 1), for job arrays: image i is in shard (i mod N) + 1.",
 )
@@ -307,10 +296,12 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
         ),
         ray_address=options["ray_address"],
         ray_workers=options["ray_workers"],
+        sweep=tuple(options["sweep"]),
+        yes=options["yes"],
     )
     # a shard leaves the shared folder alone: another shard may be about to write there
     sharded = request.output.shard[1] > 1
-    with contextlib.nullcontext() if sharded else _no_empty_folder_left(request.output.folder):
+    with contextlib.nullcontext() if sharded else no_empty_folder_left(request.output.folder):
         _run(request, say, quiet, as_json, debug, prompts_file is not None)
 
 
@@ -319,12 +310,13 @@ def _run(request: GenerateRequest, say, quiet: bool, as_json: bool, debug: bool,
     summary; exits with the run's status."""
     runtime = request.load.runtime
     with tensorflow_logs(debug, runtime):
-        generation = start_generation(
-            request,
-            say=say,
-            progress=lambda images, steps: step_progress(quiet, images, steps),
-            download_progress=None if quiet else download_progress(),
-        )
+        try:
+            generation = _start(request, say, quiet)
+        except SweepTooLargeError as error:  # in a terminal, ask; in a script, refuse
+            if quiet or not _interactive():
+                raise
+            click.confirm(f"This sweep makes {error.images} images. Make them?", abort=True)
+            generation = _start(replace(request, yes=True), say, quiet)
     if generation.already_made:
         say(f"{generation.already_made} image(s) already made by an earlier run: skipped")
     summary = generation.summary
@@ -345,8 +337,8 @@ def _run(request: GenerateRequest, say, quiet: bool, as_json: bool, debug: bool,
                     f"[{made}/{to_make}] {event.image.path}  "
                     f"seed {event.record['seed']}  {event.record['seconds']:.1f} s"
                 )
-    if summary.grid is not None:
-        say(f"grid {summary.grid}")
+    for grid in [summary.grid] if summary.grid is not None else summary.grids:
+        say(f"grid {grid}")
     if from_file or summary.skipped or (summary.failed and summary.done):
         say(f"done {summary.done}, skipped {summary.skipped}, failed {summary.failed}")
     if as_json:
@@ -356,25 +348,17 @@ def _run(request: GenerateRequest, say, quiet: bool, as_json: bool, debug: bool,
         raise SystemExit(summary.exit_code)
 
 
-@contextlib.contextmanager
-def _no_empty_folder_left(folder: Path):
-    """Remove the output folder (and the parents made with it) if this run created it
-    and leaves it empty: interrupted before the first image, or nothing made."""
-    created = []
-    missing = Path(os.path.abspath(folder))
-    while not missing.exists() and missing != missing.parent:
-        created.append(missing)
-        missing = missing.parent
-    try:
-        yield
-    finally:
-        for path in created:  # the deepest first; stop at one that holds something
-            try:
-                path.rmdir()
-            except FileNotFoundError:
-                continue
-            except OSError:
-                break
+def _start(request: GenerateRequest, say, quiet: bool):
+    return start_generation(
+        request,
+        say=say,
+        progress=lambda images, steps: step_progress(quiet, images, steps),
+        download_progress=None if quiet else download_progress(),
+    )
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 _CONFIG_OPTIONS = (

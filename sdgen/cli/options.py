@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..config import AUTO_BATCH
 from ..noise import DEFAULT_RNG, RNG_KINDS
 from ..text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_MODES
 
@@ -71,3 +72,44 @@ _NOISE_OPTIONS = (
         "--width/--height.",
     ),
 )
+
+
+def sweep_options(command):
+    """``--sweep KEY=VALUES`` (up to three) and ``--yes``."""
+    command = click.option(
+        "--yes",
+        is_flag=True,
+        help="Make a sweep of more than 1000 images without asking.",
+    )(command)
+    return click.option(
+        "--sweep",
+        multiple=True,
+        metavar="KEY=V1,V2,...",
+        help="Sweep a setting (repeat for the Y and Z axes): every combination is an image, "
+        "and each Z value gets a labelled grid. Keys: steps, guidance-scale, sampler, seed, "
+        "clip-skip, width, height, size, model, negative-prompt, subseed-strength, rng, "
+        "prompt-sr (FROM,TO1,TO2: replace FROM in the prompt), ...; ranges: 10-40:10, 3-9(4).",
+    )(command)
+
+
+def parse_shard(_ctx, _param, value):
+    if value is None:
+        return (1, 1)
+    try:
+        k, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not K/N, e.g. 1/4") from None
+    if not 1 <= k <= n:
+        raise click.BadParameter(
+            f"{value!r}: K counts from 1 to N (e.g. 1/2 and 2/2), so 1 <= K <= N"
+        )
+    return (k, n)
+
+
+def parse_batch_size(_ctx, _param, value):
+    if value is None or isinstance(value, int) or value == AUTO_BATCH:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a whole number or '{AUTO_BATCH}'") from None

@@ -4,7 +4,8 @@ The page shows every image of the folder's manifest (in sub-folders too) as a th
 linking to the full image, with its prompt, negative prompt, seed, sampler, steps, CFG
 scale, size, model and file name under it. Above them it links each run's grid: the
 ``NAME-grid.SUFFIX`` beside an image ``NAME.SUFFIX`` (``--grid`` names a run's grid after
-its first image). It is one self-contained file: inline CSS, no
+its first image). A sweep's images are also laid out as tables, one per sweep and Z
+value, X across and Y down, as its grids are. It is one self-contained file: inline CSS, no
 JavaScript, no external resources, and relative links, so the folder can be moved or
 shared as a whole.
 
@@ -49,6 +50,12 @@ dl { margin: 0; display: grid; grid-template-columns: auto 1fr; gap: 2px 10px;
   font-size: 12px; color: #52525b; }
 dt { font-weight: 600; }
 dd { margin: 0; overflow-wrap: anywhere; }
+.sweeps { margin-bottom: 28px; overflow-x: auto; }
+table.sweep { border-collapse: collapse; margin-bottom: 20px; }
+table.sweep caption { text-align: left; font-weight: 600; padding-bottom: 6px; }
+table.sweep th { font-size: 12px; font-weight: 600; padding: 4px 8px; }
+table.sweep td { padding: 2px; }
+table.sweep img { display: block; width: 128px; height: auto; }
 @media (prefers-color-scheme: dark) {
   body { background: #18181b; color: #f4f4f5; }
   figure { background: #27272a; border-color: #3f3f46; }
@@ -72,7 +79,8 @@ def write_contact_sheet(folder: Path, records: list[dict] | None = None) -> Path
     shown = _current_records(folder, records)
     grids = grid_files(folder, [record["file"] for record in shown])
     path = folder / CONTACT_SHEET_NAME
-    write_atomically(path, render_contact_sheet(shown, grids).encode("utf-8"), overwrite=True)
+    page = render_contact_sheet(shown, grids)
+    write_atomically(path, page.encode("utf-8"), overwrite=True)
     return path
 
 
@@ -94,6 +102,7 @@ class ContactSheet:
         self._offsets: dict[Path, int] = {}
         self._started = False
         self._cards: dict[str, tuple[tuple[int, str], str]] = {}  # file -> (order, card)
+        self._swept: dict[str, dict] = {}  # file -> record, of the images of sweeps
 
     def update(self) -> Path:
         """Read what the manifests gained, write the page, and return its path."""
@@ -104,7 +113,8 @@ class ContactSheet:
         while True:
             ordered = sorted(self._cards.values())
             grids = grid_files(self.folder, self._cards)
-            page = _page(len(ordered), "\n".join(card for _, card in ordered), grids)
+            cards = "\n".join(card for _, card in ordered)
+            page = _page(len(ordered), cards, grids, sweep_tables(self._swept.values()))
             try:
                 write_atomically(self.path, page.encode("utf-8"), overwrite=True)
             except OutputError:
@@ -126,8 +136,11 @@ class ContactSheet:
             name = record.get("file")
             if not isinstance(name, str) or not _is_inside(name):
                 continue
+            self._swept.pop(name, None)
             if (self.folder / name).is_file():
                 self._cards[name] = ((_index(record), name), _card(record))
+                if isinstance(record.get("sweep"), dict):
+                    self._swept[name] = record
             else:
                 self._cards.pop(name, None)
         return bool(records)
@@ -136,7 +149,8 @@ class ContactSheet:
 def render_contact_sheet(records: list[dict], grids: Iterable[str] = ()) -> str:
     """The HTML of a contact sheet showing ``records`` in the order given, after links to
     the grid images ``grids`` (paths relative to the folder)."""
-    return _page(len(records), "\n".join(_card(record) for record in records), grids)
+    cards = "\n".join(_card(record) for record in records)
+    return _page(len(records), cards, grids, sweep_tables(records))
 
 
 def grid_files(folder: Path, names: Iterable[str]) -> list[str]:
@@ -153,7 +167,55 @@ def grid_files(folder: Path, names: Iterable[str]) -> list[str]:
     return sorted(grids)
 
 
-def _page(count: int, cards: str, grids: Iterable[str] = ()) -> str:
+def sweep_tables(records: Iterable[dict]) -> str:
+    """The images of sweeps as HTML tables, one per sweep and Z value: X values across,
+    Y values down, each cell its image's thumbnail; nothing when no record has a
+    ``sweep`` field."""
+    tables: dict[tuple, dict] = {}
+    for record in records:
+        sweep = record.get("sweep")
+        if not isinstance(sweep, dict):
+            continue
+        cell, labels = list(sweep.get("cell") or []), list(sweep.get("labels") or [])
+        if not cell or len(cell) != len(labels):
+            continue
+        z = (cell[2], labels[2]) if len(cell) > 2 else None
+        table = tables.setdefault(
+            (str(sweep.get("id")), z), {"record": record, "x": {}, "y": {}, "cells": {}}
+        )
+        x, y = cell[0], cell[1] if len(cell) > 1 else 0
+        table["x"][x] = labels[0]
+        table["y"][y] = labels[1] if len(labels) > 1 else ""
+        table["cells"].setdefault((x, y), []).append(record)
+    if not tables:
+        return ""
+    parts = ['<h2>Sweeps</h2>\n<section class="sweeps">']
+    for (_, z), table in sorted(tables.items(), key=lambda item: _index(item[1]["record"])):
+        caption = str(table["record"].get("prompt") or "")
+        if z is not None:
+            caption += f" — {z[1]}"
+        head = "".join(f"<th>{_text(table['x'][x])}</th>" for x in sorted(table["x"]))
+        rows = []
+        for y in sorted(table["y"]):
+            cells = []
+            for x in sorted(table["x"]):
+                shown = sorted(table["cells"].get((x, y), []), key=_index)
+                links = "".join(
+                    f'<a href="{_text(quote(r["file"]))}"><img src="{_text(quote(r["file"]))}"'
+                    f' alt="{_text(r["file"])}"></a>'
+                    for r in shown
+                )
+                cells.append(f"<td>{links}</td>")
+            rows.append(f"<tr><th>{_text(table['y'][y])}</th>{''.join(cells)}</tr>")
+        parts.append(
+            f'<table class="sweep"><caption>{_text(caption)}</caption>\n'
+            f"<tr><th></th>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
+        )
+    parts.append("</section>\n")
+    return "\n".join(parts)
+
+
+def _page(count: int, cards: str, grids: Iterable[str] = (), tables: str = "") -> str:
     title = f"sdgen — {count} images"
     return (
         "<!DOCTYPE html>\n"
@@ -162,6 +224,7 @@ def _page(count: int, cards: str, grids: Iterable[str] = ()) -> str:
         f"<title>{_text(title)}</title>\n<style>\n{_STYLE}\n</style>\n</head>\n<body>\n"
         f"<h1>{_text(title)}</h1>\n"
         f"{_grid_section(list(grids))}"
+        f"{tables}"
         f'<main class="grid">\n{cards}\n</main>\n'
         "</body>\n</html>\n"
     )

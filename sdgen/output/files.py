@@ -178,3 +178,24 @@ def ensure_writable_folder(folder: Path) -> None:
         raise OutputError(
             f"cannot write to output folder {folder}: {error.strerror or error}"
         ) from error
+
+
+@contextlib.contextmanager
+def no_empty_folder_left(folder: Path):
+    """Remove the output folder (and the parents made with it) if this run created it
+    and leaves it empty: interrupted before the first image, or nothing made."""
+    created = []
+    missing = Path(os.path.abspath(folder))
+    while not missing.exists() and missing != missing.parent:
+        created.append(missing)
+        missing = missing.parent
+    try:
+        yield
+    finally:
+        for path in created:  # the deepest first; stop at one that holds something
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                break
