@@ -162,6 +162,7 @@ def test_generate_help_puts_every_option_under_a_heading(run_cli):
     assert headings == [
         "Prompt and text",
         "Sampling",
+        "Sweeps",
         "Output",
         "Model and weights",
         "Batch and distribution",
@@ -170,6 +171,7 @@ def test_generate_help_puts_every_option_under_a_heading(run_cli):
     ]
     sections = dict(zip(headings, text.split("\n\n")[-len(headings) :], strict=True))
     assert "--sampler" in sections["Sampling"] and "--outdir" in sections["Output"]
+    assert "--sweep" in sections["Sweeps"] and "--yes" in sections["Sweeps"]
     assert "--shard" in sections["Batch and distribution"] and "-h, --help" in sections["Reporting"]
 
 
