@@ -65,9 +65,10 @@ class GenerationConfig:
         (``Original``, ``No norm``, ``Ignore``, ``None``) are accepted too.
     clip_skip: A1111's "Clip skip": 1 uses the text encoder's last layer, 2 the one
         before it, ... [1]; the largest value is the model's (12 for SD 1.x).
-    rng: where the noise comes from (:mod:`sdgen.noise`): ``sdgen`` (NumPy's PCG64) or
-        ``torch-cpu`` (``torch.randn`` on a CPU, as ComfyUI and diffusers draw it)
-        [``sdgen``].
+    rng: where the noise comes from (:mod:`sdgen.noise`): ``sdgen`` (NumPy's PCG64),
+        ``torch-cpu`` (``torch.randn`` on a CPU, as ComfyUI and diffusers draw it) or
+        ``torch-cuda`` (``torch.randn`` on a CUDA GPU, A1111's default) [``sdgen``];
+        A1111's ``CPU``/``GPU``/``NV`` and stable-diffusion.cpp's ``cuda`` are taken too.
     subseed, subseed_strength: A1111's variation seed: the starting noise is the slerp
         of the seed's noise and ``subseed``'s (image k: ``subseed + k``),
         ``subseed_strength`` of the way, in [0, 1] [None, 0: no variation].

@@ -49,7 +49,7 @@ def test_seed_resize_from_keeps_the_old_sizes_noise_in_the_middle():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"rng": "gpu"}, "rng must be one of sdgen, torch-cpu, got 'gpu'"),
+        ({"rng": "mps"}, "rng must be one of sdgen, torch-cpu, torch-cuda, got 'mps'"),
         ({"subseed_strength": 0.5}, "subseed strength 0.5 needs a variation seed"),
         ({"subseed": 1, "subseed_strength": 1.5}, "subseed strength must be from 0 to 1"),
         ({"subseed": -5}, "subseed must be at least 0"),

@@ -47,8 +47,9 @@ _NOISE_OPTIONS = (
         type=click.Choice(RNG_KINDS),
         default=DEFAULT_RNG,
         show_default=True,
-        help="Where the noise comes from: sdgen's own (NumPy PCG64), or torch-cpu for the same "
-        "starting noise as ComfyUI, diffusers or A1111's CPU RNG with the same seed.",
+        help="Where the noise comes from: sdgen's own (NumPy PCG64); torch-cpu for the same "
+        "starting noise as ComfyUI, diffusers or A1111's CPU RNG with the same seed; "
+        "torch-cuda for A1111's default GPU RNG (torch.randn on CUDA, computed here).",
     ),
     click.option(
         "--subseed",

@@ -7,6 +7,9 @@ of ancestral samplers.
   (channels, height, width) latent gives on a CPU (:mod:`.torch_cpu`), as ComfyUI,
   stable-diffusion.cpp's ``--rng cpu``, diffusers with a CPU generator and A1111's "CPU"
   RNG draw it, so a seed gives the same starting noise as there.
+- ``torch-cuda``: what ``torch.randn`` of that latent gives on a CUDA GPU (Philox 4x32-10,
+  :mod:`.torch_cuda`), A1111's default "GPU" RNG (and its "NV" one) and
+  stable-diffusion.cpp's ``--rng cuda``, without a GPU.
 
 Each image has a generator of its own (as A1111's per-image generators), which first
 draws the starting noise and then each step's noise, so an image never depends on the
@@ -20,12 +23,16 @@ import numpy as np
 
 from ..errors import ConfigError
 from .torch_cpu import TorchCpuGenerator
+from .torch_cuda import TorchCudaGenerator
 
 #: The ``--rng`` choices; the first is the default.
-RNG_KINDS = ("sdgen", "torch-cpu")
+RNG_KINDS = ("sdgen", "torch-cpu", "torch-cuda")
 DEFAULT_RNG = RNG_KINDS[0]
 #: A1111's infotext value for each kind it knows (``RNG: CPU``); sdgen writes its own names.
 A1111_RNG_LABELS = {"torch-cpu": "CPU", "torch-cuda": "GPU"}
+#: Other programs' names taken for a kind: A1111's ``RNG`` labels (its "NV" is its NumPy
+#: copy of the GPU's) and stable-diffusion.cpp's ``--rng`` values.
+RNG_ALIASES = {"cpu": "torch-cpu", "gpu": "torch-cuda", "nv": "torch-cuda", "cuda": "torch-cuda"}
 
 
 class LatentNoise:
@@ -36,8 +43,10 @@ class LatentNoise:
         self.kind = check_rng(kind)
         if self.kind == "sdgen":
             self._numpy = np.random.Generator(np.random.PCG64(seed))
-        else:
+        elif self.kind == "torch-cpu":
             self._torch = TorchCpuGenerator(seed)
+        else:
+            self._torch = TorchCudaGenerator(seed)
 
     def draw(self, height: int, width: int) -> np.ndarray:
         shape = (height // 8, width // 8, 4)
@@ -48,15 +57,23 @@ class LatentNoise:
 
 
 def check_rng(kind) -> str:
-    """``kind`` as an ``RNG_KINDS`` name (A1111's ``CPU`` label is taken for
-    ``torch-cpu``); ``ConfigError`` naming the choices otherwise."""
+    """``kind`` as an ``RNG_KINDS`` name (the ``RNG_ALIASES`` are taken too: A1111's
+    ``CPU``, ``GPU`` and ``NV``, stable-diffusion.cpp's ``cuda``); ``ConfigError``
+    naming the choices otherwise."""
     if isinstance(kind, str):
         wanted = kind.strip().lower()
         if wanted in RNG_KINDS:
             return wanted
-        if wanted == "cpu":
-            return "torch-cpu"
+        if wanted in RNG_ALIASES:
+            return RNG_ALIASES[wanted]
     raise ConfigError(f"rng must be one of {', '.join(RNG_KINDS)}, got {kind!r}")
 
 
-__all__ = ["A1111_RNG_LABELS", "DEFAULT_RNG", "RNG_KINDS", "LatentNoise", "check_rng"]
+__all__ = [
+    "A1111_RNG_LABELS",
+    "DEFAULT_RNG",
+    "RNG_ALIASES",
+    "RNG_KINDS",
+    "LatentNoise",
+    "check_rng",
+]
