@@ -24,7 +24,7 @@ from ..errors import SdgenError
 from ..registry import model_specs
 from ..runtimes import RUNTIMES
 from ..service import GenerateRequest, start_generation
-from .options import embeddings_option, emphasis_option, noise_options
+from .options import embeddings_option, emphasis_option, noise_options, prompt_options
 from .report import (
     SectionedCommand,
     download_progress,
@@ -88,6 +88,8 @@ def _parse_batch_size(_ctx, _param, value):
 HELP_SECTIONS = {
     "Prompt and text": (
         "prompts_file",
+        "prompt_mode",
+        "wildcards_dir",
         "negative_prompt",
         "emphasis",
         "clip_skip",
@@ -117,11 +119,7 @@ HELP_SECTIONS = {
 
 @click.command(cls=SectionedCommand, sections=HELP_SECTIONS)
 @click.argument("prompt", required=False)
-@click.option(
-    "--prompts-file",
-    type=click.Path(path_type=Path),
-    help="Read requests from a UTF-8 file, one per line: a plain prompt, AUTOMATIC1111's '--prompt ... --steps 30' syntax, or a JSON object; blank lines and # comments are skipped.",
-)
+@prompt_options
 @click.option("--negative-prompt", default="", show_default=False, help="What to steer away from.")
 @click.option(
     "--steps",
@@ -307,6 +305,8 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
         ),
         ray_address=options["ray_address"],
         ray_workers=options["ray_workers"],
+        prompt_mode=options["prompt_mode"],
+        wildcards_dir=options["wildcards_dir"],
     )
     # a shard leaves the shared folder alone: another shard may be about to write there
     sharded = request.output.shard[1] > 1
