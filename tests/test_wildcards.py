@@ -93,10 +93,12 @@ def test_too_many_combinations_say_how_many(wildcards):
     dynamic = DynamicPrompts("combinatorial", wildcards)
     template = dynamic.template("{a|b}" * 10)  # 1024
     with pytest.raises(
-        DynamicPromptError, match=f"makes 1024 prompts, more than {MAX_COMBINATIONS}"
+        DynamicPromptError, match=f"makes 1024 prompts, and at most {MAX_COMBINATIONS} are made"
     ):
         dynamic.combinations(template)
     assert len(dynamic.combinations(dynamic.template("{a|b}" * 9))) == 512
+    with pytest.raises(DynamicPromptError, match="makes more than 10000 prompts"):
+        dynamic.combinations(dynamic.template("{a|b}" * 14))  # counted no further
 
 
 # the command line
@@ -186,7 +188,10 @@ def test_plain_mode_leaves_braces_and_underscores(run_cli, hermetic, wildcards):
     [
         (["a __nope__"], "unknown wildcard __nope__: no nope.txt with any line in {folder}"),
         (["a {b|c"], "cannot read the dynamic prompt 'a {b|c'"),
-        (["{a|b}" * 10, "--prompt-mode", "combinatorial"], "makes 1024 prompts, more than 1000"),
+        (
+            ["{a|b}" * 10, "--prompt-mode", "combinatorial"],
+            "makes 1024 prompts, and at most 1000 are made",
+        ),
         (["a cat", "--negative-prompt", "__nope__"], "unknown wildcard __nope__"),
     ],
 )

@@ -34,7 +34,7 @@ DEFAULT_PROMPT_MODE = "plain"
 #: The most prompts (prompt and negative prompt combined) one combinatorial template makes.
 MAX_COMBINATIONS = 1000
 #: How far past the limit the combinations are counted for the error message.
-_COUNT_CAP = 100_000
+_COUNT_CAP = 10 * MAX_COMBINATIONS
 
 
 def default_wildcards_dir() -> Path:
@@ -122,7 +122,8 @@ class DynamicPrompts:
             many = f"more than {_COUNT_CAP}" if count > _COUNT_CAP else str(count)
             raise DynamicPromptError(
                 f"--prompt-mode combinatorial: {template.prompt!r} makes {many} prompts, "
-                f"more than {MAX_COMBINATIONS}; use fewer choices or --prompt-mode random"
+                f"and at most {MAX_COMBINATIONS} are made; use fewer choices or "
+                "--prompt-mode random"
             )
         return [(prompt, negative) for prompt in prompts for negative in negatives]
 
