@@ -260,7 +260,8 @@ def identity(fields: dict, with_seed: bool = True) -> tuple:
     """The resume identity of a record or of ``parameters(image)``: the identity fields'
     values, a missing one read as its contributor's ``legacy`` value (a record written
     before the field existed). Two images are the same work when their identities are
-    equal."""
+    equal. Without the seed, a contributor's ``seedless`` values stand in for the fields
+    the seed decides (the prompts of a random template: its templates instead)."""
     legacy: dict = {}
     seedless: dict = {}
     for contributor in CONTRIBUTORS:
