@@ -62,3 +62,8 @@ class BadImageError(SdgenError):
 
 class ImageInfoError(UsageError):
     """An image file is missing, unreadable, or holds no generation parameters."""
+
+
+class DynamicPromptError(UsageError):
+    """A dynamic prompt cannot be expanded: a syntax error, an unknown wildcard, a
+    missing wildcards folder, or more combinations than sdgen makes."""

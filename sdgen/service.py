@@ -45,6 +45,9 @@ class GenerateRequest:
     sweep: ``KEY=V1,V2,...`` axes (X, Y, Z; see :mod:`sdgen.sweep`): every job becomes
         one job per combination of values, with labelled grids.
     yes: make a sweep of more than ``CONFIRM_ABOVE`` images without refusing.
+    prompt_mode: ``plain``, ``random`` or ``combinatorial``: how ``{a|b}`` and
+        ``__wildcard__`` in the prompts are read (see :mod:`sdgen.text.dynamic`);
+        wildcards_dir: where ``__name__`` finds ``name.txt`` [``$SDGEN_HOME/wildcards``].
     """
 
     prompt: str | None = None
@@ -58,6 +61,8 @@ class GenerateRequest:
     ray_workers: int | None = None
     sweep: tuple[str, ...] = ()
     yes: bool = False
+    prompt_mode: str = "plain"
+    wildcards_dir: Path | None = None
 
 
 @dataclass
@@ -110,7 +115,18 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
     """The jobs of ``request`` and the prompts-file lines that could not become one.
 
     A bad single prompt raises (``SdgenError``); a bad line of a prompts file becomes a
-    ``Failure`` naming its line, so the other lines still run."""
+    ``Failure`` naming its line, so the other lines still run, except for a dynamic
+    prompt that cannot be expanded (``DynamicPromptError``, naming its line): a missing
+    wildcard is rarely one line's mistake. A combinatorial template makes a job per
+    expansion; a random one, a job whose images expand it when it is planned (see
+    :mod:`sdgen.batch.plan`)."""
+    jobs, failures, _ = _read_jobs(request, say)
+    return jobs, failures
+
+
+def _read_jobs(request: GenerateRequest, say: Say | None):
+    """``read_jobs``, and the ``expand(job, seed)`` that ``plan`` gives each image of a
+    random template."""
     if (request.prompt is None) == (request.prompts_file is None):
         raise UsageError("give either a PROMPT or --prompts-file, not both or neither")
     from .runtimes import RUNTIMES
@@ -136,15 +152,18 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
         model = checkpoint_model(request.checkpoint).name
     settings = dict(request.settings)
     from .adapters.textual_inversion import EmbeddingLibrary
-    from .sweep import expand, parse_axes
+    from .sweep import parse_axes
+    from .text.dynamic import DynamicPrompts
 
     axes = parse_axes(request.sweep, settings)  # every value checked before any line
     embeddings = EmbeddingLibrary(request.load.embeddings_dir)
+    dynamic = DynamicPrompts(request.prompt_mode, request.wildcards_dir)
+    expand = _expander(dynamic, embeddings)
     if request.prompts_file is None:
         job = Job(GenerationConfig(prompt=request.prompt, **settings), model)
-        jobs = [check_text(cell, embeddings) for cell in expand(job, axes)]
-        return _confirmed(jobs, request), []
+        return _confirmed(_jobs_of(job, axes, dynamic, embeddings), request), [], expand
     from .batch.prompts_file import read_prompts_file
+    from .errors import DynamicPromptError
 
     jobs, failures = [], []
     for line in read_prompts_file(request.prompts_file):
@@ -157,12 +176,61 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
             job = Job(
                 GenerationConfig(prompt=line.prompt, **overrides), line_model, line.line_number
             )
-            cells = [check_text(cell, embeddings) for cell in expand(job, axes)]
+            jobs += _jobs_of(job, axes, dynamic, embeddings)
+        except DynamicPromptError as error:
+            raise DynamicPromptError(f"line {line.line_number}: {error}") from None
         except SdgenError as error:
             failures.append(Failure(str(error), line.line_number))
-            continue
-        jobs += cells
-    return _confirmed(jobs, request), failures
+    return _confirmed(jobs, request), failures, expand
+
+
+def _expander(dynamic, embeddings) -> Callable[[Job, int], Job]:
+    """``expand(job, seed)``: the checked job of the image of ``seed`` of a job whose
+    random template each image expands (a prompt it makes that cannot be used raises,
+    naming the line and the seed)."""
+
+    def expand(job: Job, seed: int) -> Job:
+        try:
+            prompt, negative = dynamic.expand(job.template, seed)
+            config = replace(job.config, prompt=prompt, negative_prompt=negative)
+            template = replace(job.template, per_image=False)
+            return check_text(replace(job, config=config, template=template), embeddings)
+        except UsageError as error:
+            where = f"line {job.line_number}, " if job.line_number is not None else ""
+            raise type(error)(f"{where}seed {seed}: {error}") from None
+
+    return expand
+
+
+def _dynamic_jobs(job: Job, dynamic, embeddings) -> list[Job]:
+    """``job`` checked (``check_text``); with a dynamic prompt, one checked job per
+    expansion of a combinatorial template, or ``job`` with its random template, which
+    each image expands with its seed when the batch is planned."""
+    config = job.config
+    template = dynamic.template(config.prompt, config.negative_prompt)
+    if template is None:
+        return [check_text(job, embeddings)]
+    if template.per_image:
+        return [replace(check_text(job, embeddings), template=template)]
+    return [
+        check_text(
+            replace(job, config=replace(config, prompt=p, negative_prompt=n), template=template),
+            embeddings,
+        )
+        for p, n in dynamic.combinations(template)
+    ]
+
+
+def _jobs_of(job: Job, axes, dynamic, embeddings) -> list[Job]:
+    """The checked jobs of ``job``: one per expansion of its dynamic prompt
+    (``_dynamic_jobs``), and each of those one per cell of the sweep ``axes``."""
+    from .sweep import expand as sweep_cells
+
+    jobs = []
+    for expanded in _dynamic_jobs(job, dynamic, embeddings):
+        cells = sweep_cells(expanded, axes)
+        jobs += [check_text(cell, embeddings) for cell in cells] if axes else cells
+    return jobs
 
 
 def _confirmed(jobs: list[Job], request: GenerateRequest) -> list[Job]:
@@ -316,8 +384,8 @@ def start_generation(
     from .batch.plan import plan
 
     started = time.perf_counter()
-    jobs, failures = read_jobs(request, say)
-    the_plan = plan(jobs, request.output, failures)
+    jobs, failures, expand = _read_jobs(request, say)
+    the_plan = plan(jobs, request.output, failures, expand)
     executor = make_executor(request, say, download_progress)
     todo = the_plan.todo
     steps = max((image.job.config.steps for image in todo), default=1)

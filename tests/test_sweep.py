@@ -197,6 +197,27 @@ def test_three_axes_give_one_grid_per_z_value(run_cli, hermetic):
     ]
 
 
+def test_dynamic_prompts_and_sweeps_combine(run_cli, hermetic):
+    # combinatorial: a sweep (and its grid) per expansion; random: one expansion, from the
+    # shared seed, for every cell
+    combined = run_cli(
+        "a {red|blue} circle", *FAST, "--seed", "3", "--prompt-mode", "combinatorial",
+        "--sweep", "cfg=1,7", "--outdir", "combined", "--json",
+    )  # fmt: skip
+    assert combined.exit_code == 0, combined.stderr
+    summary = json.loads(combined.stdout)
+    assert [r["prompt"] for r in summary["images"]] == ["a red circle"] * 2 + ["a blue circle"] * 2
+    assert len(summary["grids"]) == 2
+    random = run_cli(
+        "a {red|green|blue|white|black} circle", *FAST, "--prompt-mode", "random",
+        "--sweep", "cfg=1,3,7", "--outdir", "random", "--json",
+    )  # fmt: skip
+    assert random.exit_code == 0, random.stderr
+    images = json.loads(random.stdout)["images"]
+    assert len(images) == 3 and len({r["prompt"] for r in images}) == 1
+    assert len({r["seed"] for r in images}) == 1
+
+
 @pytest.mark.parametrize(
     ("sweep", "message"),
     [

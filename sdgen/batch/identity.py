@@ -46,6 +46,9 @@ class Contributor:
         existed); a key without one must be present to match.
     infotext: ``infotext(fields)``: the ``Key: value`` settings this feature adds to the
         PNG's infotext, from the image's complete fields [none].
+    seedless: ``seedless(fields)``: identity values that stand in for those of any
+        contributor when the seed is left out, for fields the seed decides (a random
+        template's prompts): what an earlier run of the same request shares [none].
     """
 
     name: str
@@ -53,6 +56,7 @@ class Contributor:
     identity: tuple[str, ...] = ()
     legacy: dict = field(default_factory=dict)
     infotext: Callable[[dict], dict] = lambda fields: {}
+    seedless: Callable[[dict], dict] = lambda fields: {}
 
 
 def _generation(image: PlannedImage) -> dict:
@@ -149,6 +153,37 @@ def _noise_infotext(fields: dict) -> dict:
     return settings
 
 
+def _template(image: PlannedImage) -> dict:
+    """A dynamic prompt's mode, its templates where they differ from the prompts made
+    of them, and the hashes of the wildcards it reads."""
+    template = image.job.template
+    if template is None:
+        return {}
+    config = image.job.config
+    fields: dict = {"prompt_mode": template.mode}
+    if template.prompt != config.prompt:
+        fields["prompt_template"] = template.prompt
+    if template.negative_prompt != config.negative_prompt:
+        fields["negative_prompt_template"] = template.negative_prompt
+    if template.wildcards:
+        fields["wildcards"] = dict(template.wildcards)
+    return fields
+
+
+def _template_seedless(fields: dict) -> dict:
+    """The prompts of a random template come from the seed: without the seed, the
+    templates (and the wildcards they read) say which request an image belongs to."""
+    if fields.get("prompt_mode") != "random":
+        return {}
+    source = (
+        "random",
+        fields.get("prompt_template", fields.get("prompt")),
+        fields.get("negative_prompt_template", fields.get("negative_prompt")),
+        _hashable(fields.get("wildcards") or {}),
+    )
+    return {"prompt": source, "negative_prompt": None, "prompt_syntax": None, "embeddings": None}
+
+
 CONTRIBUTORS: list[Contributor] = [
     Contributor(
         "generation",
@@ -194,6 +229,9 @@ CONTRIBUTORS: list[Contributor] = [
         "sweep",
         lambda image: {} if image.job.sweep is None else {"sweep": image.job.sweep.record()},
     ),
+    # the prompts (above) are the image's identity; the template only finds, without the
+    # seed, the earlier run of a random template
+    Contributor("dynamic prompts", _template, seedless=_template_seedless),
     Contributor(
         "version",
         lambda image: {"version": __version__},
@@ -226,13 +264,20 @@ def identity(fields: dict, with_seed: bool = True) -> tuple:
     """The resume identity of a record or of ``parameters(image)``: the identity fields'
     values, a missing one read as its contributor's ``legacy`` value (a record written
     before the field existed). Two images are the same work when their identities are
-    equal."""
+    equal. Without the seed, a contributor's ``seedless`` values stand in for the fields
+    the seed decides (the prompts of a random template: its templates instead)."""
     legacy: dict = {}
+    seedless: dict = {}
     for contributor in CONTRIBUTORS:
         legacy.update(contributor.legacy)
+        if not with_seed:
+            seedless.update(contributor.seedless(fields))
     missing = object()
     values = []
     for key in identity_keys(with_seed):
+        if key in seedless:
+            values.append(seedless[key])
+            continue
         value = fields.get(key, legacy.get(key, missing))
         values.append(None if value is missing else _hashable(value))
     return tuple(values)

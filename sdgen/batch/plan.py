@@ -23,6 +23,7 @@ It refuses to touch files it did not make, before any weight is loaded.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,10 +39,17 @@ from .work import Failure, Job, OutputOptions, Plan, PlannedImage
 _UNNAMED = Path()
 
 
-def plan(jobs: list[Job], output: OutputOptions, failures: list[Failure] | None = None) -> Plan:
+def plan(
+    jobs: list[Job],
+    output: OutputOptions,
+    failures: list[Failure] | None = None,
+    expand: Callable[[Job, int], Job] | None = None,
+) -> Plan:
     """Seeds, sizes, names and status of every image of ``jobs``; see the module doc.
 
-    ``failures`` (bad lines found earlier) are carried into the plan. Raises
+    ``failures`` (bad lines found earlier) are carried into the plan. ``expand(job,
+    seed)``: the job of the image with ``seed``, for a job whose random template each
+    image expands (``job.per_image``; such an image gets a job of its own). Raises
     ``ConfigError`` for a bad name template or shard, ``OutputError`` for an output
     folder that cannot be written, and ``OutputExistsError`` for an existing file that
     is not a finished sdgen image of the same parameters (unless ``overwrite``).
@@ -55,11 +63,11 @@ def plan(jobs: list[Job], output: OutputOptions, failures: list[Failure] | None 
     templated = output.out is None
     earlier = EarlierRun.read(output.folder, output.outdir if templated else None)
     run = earlier.find_run(starts)
-    images = _images(starts, total, run.seeds if run else {}, earlier, output)
+    images = _images(starts, total, run.seeds if run else {}, earlier, output, expand)
     unseeded = any(job.config.seed is None for _, job in starts)
     if run is not None and unseeded and not output.force and all(i.done for i in images):
         run = None  # a finished request: new seeds, new images
-        images = _images(starts, total, {}, earlier, output)
+        images = _images(starts, total, {}, earlier, output, expand)
     remade = {image.path for image in images if output.force and image.path != _UNNAMED}
     if templated:
         following = earlier.next_number(job for _, job in starts)
@@ -111,12 +119,14 @@ def _images(
     seeds: dict[int, int],
     earlier: EarlierRun,
     output: OutputOptions,
+    expand: Callable[[Job, int], Job] | None = None,
 ) -> list[PlannedImage]:
     """This shard's images of the jobs, their seeds chosen (``seeds`` by a job's first
     run index, else the job's own or a random one) and each marked ``done`` where an
     earlier run finished it (with ``--force``: to be made again at the same file). With
     ``--out`` each has its path; in ``--outdir`` only those of an earlier run do
-    (``_numbered`` names the others)."""
+    (``_numbered`` names the others). A job of a random template gives each image a
+    job of its own, its prompts expanded with the image's seed (``expand``)."""
     shard, shards = output.shard
     images = []
     # the cells of a sweep share one seed: the one an earlier run chose, else one drawn
@@ -136,8 +146,15 @@ def _images(
             index = start + k
             if index % shards != shard - 1:
                 continue
-            path = _UNNAMED if output.out is None else image_path(output, index, total, job, k)
-            image = PlannedImage(index, k, job, path)
+            image_job = job
+            if job.per_image:
+                if expand is None:
+                    raise ValueError("a job of a random template needs plan(expand=...)")
+                image_job = expand(job, job.config.seed + k)
+            path = (
+                _UNNAMED if output.out is None else image_path(output, index, total, image_job, k)
+            )
+            image = PlannedImage(index, k, image_job, path)
             finished = earlier.finished(image, output)
             if finished is not None and output.force:  # made again, at the same file
                 finished = replace(finished, done=False, sha256=None)

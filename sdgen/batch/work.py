@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import GenerationConfig
 from .naming import NAME_TEMPLATE
+
+if TYPE_CHECKING:
+    from ..text.dynamic import PromptTemplate
 
 #: Exit status of a run that finished but could not make every image.
 EXIT_SOME_FAILED = 3
@@ -20,6 +24,9 @@ class Job:
     embeddings: ``(name, sha256)`` of each textual-inversion embedding its prompts use,
         found when the job was checked (``sdgen.service.read_jobs``), for its identity.
     sweep: where the job sits in a sweep (a ``sdgen.sweep.SweepCell``), or None.
+    template: the dynamic prompt its prompts were expanded from (None: plain text). With
+        ``template.per_image``, ``config`` holds the template itself and each image
+        expands it with its own seed when the batch is planned (``sdgen.batch.plan``).
     """
 
     config: GenerationConfig
@@ -27,6 +34,12 @@ class Job:
     line_number: int | None = None
     embeddings: tuple[tuple[str, str], ...] = ()
     sweep: object | None = None
+    template: PromptTemplate | None = None
+
+    @property
+    def per_image(self) -> bool:
+        """Whether each image of this job expands its template with its own seed."""
+        return self.template is not None and self.template.per_image
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from .options import (
     noise_options,
     parse_batch_size,
     parse_shard,
+    prompt_options,
     sweep_options,
 )
 from .report import (
@@ -75,6 +76,8 @@ _NOT_IN_PRESETS = {
 HELP_SECTIONS = {
     "Prompt and text": (
         "prompts_file",
+        "prompt_mode",
+        "wildcards_dir",
         "negative_prompt",
         "emphasis",
         "clip_skip",
@@ -105,11 +108,7 @@ HELP_SECTIONS = {
 
 @click.command(cls=SectionedCommand, sections=HELP_SECTIONS)
 @click.argument("prompt", required=False)
-@click.option(
-    "--prompts-file",
-    type=click.Path(path_type=Path),
-    help="Read requests from a UTF-8 file, one per line: a plain prompt, AUTOMATIC1111's '--prompt ... --steps 30' syntax, or a JSON object; blank lines and # comments are skipped.",
-)
+@prompt_options
 @click.option("--negative-prompt", default="", show_default=False, help="What to steer away from.")
 @click.option(
     "--steps",
@@ -298,6 +297,8 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
         ray_workers=options["ray_workers"],
         sweep=tuple(options["sweep"]),
         yes=options["yes"],
+        prompt_mode=options["prompt_mode"],
+        wildcards_dir=options["wildcards_dir"],
     )
     # a shard leaves the shared folder alone: another shard may be about to write there
     sharded = request.output.shard[1] > 1

@@ -8,6 +8,7 @@ import click
 
 from ..config import AUTO_BATCH
 from ..noise import DEFAULT_RNG, RNG_KINDS
+from ..text.dynamic import DEFAULT_PROMPT_MODE, PROMPT_MODES
 from ..text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_MODES
 
 
@@ -114,3 +115,39 @@ def parse_batch_size(_ctx, _param, value):
         return int(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a whole number or '{AUTO_BATCH}'") from None
+
+
+def prompt_options(command):
+    """``--prompts-file``, ``--prompt-mode`` and ``--wildcards`` (the parameter
+    ``wildcards_dir``)."""
+    for option in reversed(_PROMPT_OPTIONS):
+        command = option(command)
+    return command
+
+
+_PROMPT_OPTIONS = (
+    click.option(
+        "--prompts-file",
+        type=click.Path(path_type=Path),
+        help="Read requests from a UTF-8 file, one per line: a plain prompt, AUTOMATIC1111's "
+        "'--prompt ... --steps 30' syntax, or a JSON object; blank lines and # comments are "
+        "skipped.",
+    ),
+    click.option(
+        "--prompt-mode",
+        type=click.Choice(PROMPT_MODES),
+        default=DEFAULT_PROMPT_MODE,
+        show_default=True,
+        help="Dynamic prompts: plain reads {a|b} and __name__ as text; random picks one choice "
+        "per image, from the image's seed; combinatorial makes every combination (at most "
+        "1000). Applies to the prompt, the negative prompt and each prompts-file line.",
+    ),
+    click.option(
+        "--wildcards",
+        "wildcards_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Folder of wildcard files: __name__ is a line of name.txt, __dir/name__ of "
+        "dir/name.txt.  [default: $SDGEN_HOME/wildcards]",
+    ),
+)
