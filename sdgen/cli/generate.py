@@ -13,18 +13,21 @@ import click
 from ..batch.executors import LoadOptions
 from ..batch.run import Failed
 from ..batch.work import OutputOptions
-from ..config import (
-    AUTO_BATCH,
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
-    load_preset,
-    preset_names,
-)
+from ..config import AUTO_BATCH, load_preset, preset_names
 from ..errors import SdgenError
-from ..registry import model_specs
-from ..runtimes import RUNTIMES
 from ..service import GenerateRequest, start_generation
-from .options import embeddings_option, emphasis_option, noise_options
+from .options import (
+    embeddings_option,
+    emphasis_option,
+    guidance_option,
+    model_option,
+    noise_options,
+    reporting_options,
+    runtime_option,
+    sampler_option,
+    size_options,
+    steps_option,
+)
 from .report import (
     SectionedCommand,
     download_progress,
@@ -123,13 +126,7 @@ HELP_SECTIONS = {
     help="Read requests from a UTF-8 file, one per line: a plain prompt, AUTOMATIC1111's '--prompt ... --steps 30' syntax, or a JSON object; blank lines and # comments are skipped.",
 )
 @click.option("--negative-prompt", default="", show_default=False, help="What to steer away from.")
-@click.option(
-    "--steps",
-    type=int,
-    default=DEFAULT_STEPS,
-    show_default=True,
-    help="Denoising steps (>= 1).",
-)
+@steps_option
 @click.option(
     "--seed",
     type=int,
@@ -137,25 +134,8 @@ HELP_SECTIONS = {
     help="Seed of the first image; image k uses seed+k.  [default: random, always printed and recorded]",
 )
 @noise_options
-@click.option(
-    "--guidance-scale",
-    type=float,
-    default=7.5,
-    show_default=True,
-    help="Classifier-free guidance scale (>= 0; 1 turns guidance off).",
-)
-@click.option(
-    "--width",
-    type=int,
-    default=None,
-    help="Width in pixels, a multiple of 64.  [default: the model's, 512 for sd-v1.4]",
-)
-@click.option(
-    "--height",
-    type=int,
-    default=None,
-    help="Height in pixels, a multiple of 64.  [default: the model's, 512 for sd-v1.4]",
-)
+@guidance_option
+@size_options
 @click.option("--num-images", type=int, default=1, show_default=True, help="Images per prompt.")
 @click.option(
     "--batch-size",
@@ -165,12 +145,7 @@ HELP_SECTIONS = {
     help="Images denoised together; changes speed and memory, never pixels. 'auto': as many "
     "as free GPU memory holds (1 on a CPU, where bigger batches are slower).",
 )
-@click.option(
-    "--sampler",
-    default=DEFAULT_SAMPLER,
-    show_default=True,
-    help="Sampler: dpmpp-2m-karras, dpmpp-2m, euler, euler-a or ddim (AUTOMATIC1111 labels such as 'Euler a' work too); --config keras-cv gives keras_cv's DDIM at 50 steps.",
-)
+@sampler_option
 @emphasis_option(
     "How (word:1.2) weights apply: original (A1111's default: weighted, then each chunk's mean restored), no-norm, ignore (brackets parsed, weights dropped) or off (brackets are plain text)."
 )
@@ -232,9 +207,7 @@ HELP_SECTIONS = {
     default=None,
     help="Ray actors to start.  [default: one per GPU of the cluster, else one per 2 CPUs]",
 )
-@click.option(
-    "--model", default="sd-v1.4", show_default=True, help=f"Model: {', '.join(model_specs())}."
-)
+@model_option
 @click.option(
     "--checkpoint",
     type=click.Path(path_type=Path),
@@ -257,13 +230,7 @@ HELP_SECTIONS = {
     default=None,
     help="Run in mixed_float16.  [default: on for GPUs with compute capability 7.0+, off for CPU]",
 )
-@click.option(
-    "--runtime",
-    type=click.Choice(RUNTIMES),
-    default=lambda: os.environ.get("SDGEN_RUNTIME", "tensorflow"),
-    show_default="tensorflow, or $SDGEN_RUNTIME",
-    help="What runs the networks: TensorFlow, or OpenVINO on the CPU (faster; converts each model and size once into the cache; needs the openvino extra).",
-)
+@runtime_option
 @click.option(
     "--config",
     callback=_apply_preset,
@@ -272,9 +239,7 @@ HELP_SECTIONS = {
     metavar="NAME|PATH",
     help=f"Preset from configs/*.toml ({', '.join(preset_names())}) or a .toml file; explicit flags win.",
 )
-@click.option("--quiet", is_flag=True, help="Print nothing but errors (and --json).")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-@click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
+@reporting_options
 def generate(prompt, prompts_file, quiet, as_json, debug, **options):
     """Generate images for PROMPT (or every line of --prompts-file).
 
