@@ -81,6 +81,15 @@ def _generation_infotext(fields: dict) -> dict:
     }
 
 
+def _model_infotext(fields: dict) -> dict:
+    """A1111's ``Model hash`` (where the model came from a checkpoint file) and ``Model``."""
+    from ..catalog import model_hash
+
+    digest = model_hash(fields["model"])
+    hashed = {"Model hash": digest} if digest else {}
+    return {**hashed, "Model": fields["model"]}
+
+
 def prompt_syntax(config) -> str:
     """The ``prompt_syntax`` field of an image made with ``config`` (see above)."""
     from ..text.prompt_syntax import uses_syntax
@@ -169,7 +178,7 @@ CONTRIBUTORS: list[Contributor] = [
         "model",
         lambda image: {"model": image.job.model},
         identity=("model",),
-        infotext=lambda fields: {"Model": fields["model"]},
+        infotext=_model_infotext,
     ),
     Contributor(
         "text",

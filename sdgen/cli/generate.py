@@ -273,15 +273,21 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
         ray_address=options["ray_address"],
         ray_workers=options["ray_workers"],
     )
-    # a shard leaves the shared folder alone: another shard may be about to write there
+    run_and_report(request, say, quiet, as_json, debug, prompts_file is not None)
+
+
+def run_and_report(
+    request: GenerateRequest, say, quiet: bool, as_json: bool, debug: bool, from_file: bool = False
+):
+    """Plan and run ``request``, reporting each image as it is saved or fails, then the
+    summary; exits with the run's status. An output folder the run made and left empty
+    is removed (not a shard's: another shard may be about to write there)."""
     sharded = request.output.shard[1] > 1
     with contextlib.nullcontext() if sharded else _no_empty_folder_left(request.output.folder):
-        _run(request, say, quiet, as_json, debug, prompts_file is not None)
+        _run(request, say, quiet, as_json, debug, from_file)
 
 
 def _run(request: GenerateRequest, say, quiet: bool, as_json: bool, debug: bool, from_file: bool):
-    """Plan and run ``request``, reporting each image as it is saved or fails, then the
-    summary; exits with the run's status."""
     runtime = request.load.runtime
     with tensorflow_logs(debug, runtime):
         generation = start_generation(
