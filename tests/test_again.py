@@ -137,6 +137,9 @@ def test_an_a1111_infotext_becomes_its_request(hermetic):
     assert old.request.settings["emphasis"] == "no-norm"
     assert old.ignored == ("ENSD (31337)",)  # it shifts an ancestral sampler's noise
     assert again_request(hermetic / "old.png", {"sampler": "euler"}).ignored == ()
+    with_ti = A1111_OLD.replace(", Version", ', TI hashes: "EasyNegative: c74b4e810b03", Version')
+    ti = again_request(png_with(hermetic / "ti.png", with_ti))
+    assert len(ti.ignored) == 2 and ti.ignored[1].startswith("TI hashes (EasyNegative: not in")
 
 
 def test_a_stable_diffusion_cpp_infotext_becomes_its_request(hermetic):
