@@ -82,6 +82,7 @@ def again_command(ctx, image, quiet, as_json, debug, **options):
     """Make IMAGE again from the parameters it holds (an sdgen, AUTOMATIC1111 or
     stable-diffusion.cpp infotext). Options given here win over the image's; what the
     image asks for that sdgen cannot do is listed on stderr ("ignored: ...").
+    The defaults below apply only where the image gives no value.
 
     \b
       sdgen again outputs/00000-42-a-cat.png --out same.png
