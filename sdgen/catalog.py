@@ -26,3 +26,12 @@ def get_model_spec(name: str) -> ModelSpec:
             "(import more with `sdgen import CHECKPOINT --name NAME`)"
         )
     return spec
+
+
+def model_hash(name: str) -> str | None:
+    """AUTOMATIC1111's "Model hash" of model ``name`` (see ``ModelSpec.model_hash``), or
+    None: a model without one, or not known here."""
+    try:
+        return get_model_spec(name).model_hash
+    except ConfigError:
+        return None

@@ -47,11 +47,22 @@ class ModelSpec:
     weights_dir: Path | None = None
     #: The one published SD checkpoint the model's three files are converted from.
     checkpoint: WeightFile | None = None
+    #: The checkpoint an imported model was converted from, and its sha256.
+    source: str | None = None
+    source_sha256: str | None = None
 
     @property
     def generated(self) -> bool:
         """Whether its weights are made from a seed, not read from files (``tiny``)."""
         return not self.files and self.checkpoint is None and self.weights_dir is None
+
+    @property
+    def model_hash(self) -> str | None:
+        """AUTOMATIC1111's "Model hash": the first 10 hex digits of the sha256 of the
+        checkpoint file the weights come from; None where there is none (``tiny``, and
+        keras_cv's published files)."""
+        sha256 = self.source_sha256 or (self.checkpoint.sha256 if self.checkpoint else None)
+        return sha256[:10].lower() if sha256 else None
 
     def file_for(self, role: str) -> WeightFile | None:
         return next((f for f in self.files if f.role == role), None)

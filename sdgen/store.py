@@ -97,6 +97,8 @@ def spec_from_metadata(name: str, info: dict, folder: Path) -> ModelSpec:
         description=f"imported from {info.get('source', '?')}",
         prediction_type=info.get("prediction_type", "epsilon"),
         weights_dir=folder,
+        source=info.get("source"),
+        source_sha256=info.get("source_sha256"),
     )
 
 

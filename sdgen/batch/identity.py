@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..noise import DEFAULT_RNG, check_rng
+from ..noise import DEFAULT_RNG
 from ..output.png import format_infotext, format_number
 from ..samplers import get_sampler
 
@@ -83,6 +83,15 @@ def _generation_infotext(fields: dict) -> dict:
         "Seed": fields["seed"],
         "Size": f"{fields['width']}x{fields['height']}",
     }
+
+
+def _model_infotext(fields: dict) -> dict:
+    """A1111's ``Model hash`` (where the model came from a checkpoint file) and ``Model``."""
+    from ..catalog import model_hash
+
+    digest = model_hash(fields["model"])
+    hashed = {"Model hash": digest} if digest else {}
+    return {**hashed, "Model": fields["model"]}
 
 
 def prompt_syntax(config) -> str:
@@ -204,7 +213,7 @@ CONTRIBUTORS: list[Contributor] = [
         "model",
         lambda image: {"model": image.job.model},
         identity=("model",),
-        infotext=lambda fields: {"Model": fields["model"]},
+        infotext=_model_infotext,
     ),
     Contributor(
         "text",
@@ -301,40 +310,16 @@ def infotext(fields: dict) -> str:
 
 def settings_from_infotext(text: str) -> dict:
     """The ``GenerationConfig`` settings (and ``model``) an infotext written by
-    :func:`infotext` records, read back: what A1111's "PNG info" would restore.
-    ``embeddings`` is ``{name: shorthash}`` from ``TI hashes``."""
-    from ..output.png import parse_infotext
-    from ..text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_LABELS
+    :func:`infotext` records, read back (:func:`sdgen.recall.recall`): what A1111's "PNG
+    info" would restore. ``embeddings`` is ``{name: shorthash}`` from ``TI hashes``."""
+    from ..output.info import parameters_from_text
+    from ..recall import recall
+    from ..text.prompt_syntax import DEFAULT_EMPHASIS
 
-    parsed = parse_infotext(text)
-    settings: dict = {"prompt": parsed["prompt"], "negative_prompt": parsed["negative_prompt"]}
-    if "Steps" in parsed:
-        settings["steps"] = int(parsed["Steps"])
-    if "Sampler" in parsed:
-        settings["sampler"] = get_sampler(parsed["Sampler"]).name
-    if "CFG scale" in parsed:
-        settings["guidance_scale"] = float(parsed["CFG scale"])
-    if "Seed" in parsed:
-        settings["seed"] = int(parsed["Seed"])
-    if "Size" in parsed:
-        width, height = (int(n) for n in parsed["Size"].split("x"))
-        settings.update(width=width, height=height)
-    if "Model" in parsed:
-        settings["model"] = parsed["Model"]
-    settings["clip_skip"] = int(parsed.get("Clip skip", 1))
-    settings["rng"] = check_rng(parsed.get("RNG", DEFAULT_RNG))
-    if "Variation seed strength" in parsed:
-        settings["subseed_strength"] = float(parsed["Variation seed strength"])
-        settings["subseed"] = int(parsed["Variation seed"])
-    if "Seed resize from" in parsed:
-        width, height = (int(n) for n in parsed["Seed resize from"].split("x"))
-        settings["seed_resize_from"] = (width, height)
-    labels = {label: mode for mode, label in EMPHASIS_LABELS.items()}
-    settings["emphasis"] = labels.get(parsed.get("Emphasis", ""), DEFAULT_EMPHASIS)
-    hashes = parsed.get("TI hashes", "")
-    settings["embeddings"] = dict(
-        (part.rsplit(":", 1)[0].strip(), part.rsplit(":", 1)[1].strip())
-        for part in hashes.split(",")
-        if ":" in part
-    )
+    recalled = recall(parameters_from_text(text))
+    settings: dict = {"prompt": recalled.prompt, "clip_skip": 1, "emphasis": DEFAULT_EMPHASIS}
+    settings.update(recalled.settings)
+    if recalled.model_name is not None:
+        settings["model"] = recalled.model_name
+    settings["embeddings"] = recalled.embeddings
     return settings

@@ -13,6 +13,7 @@ import click
 
 from .. import __version__
 from ..errors import SdgenError
+from .again import again_command
 from .generate import generate
 from .info import info_command
 from .models import import_command, models_command
@@ -58,6 +59,7 @@ def cli():
 
 
 cli.add_command(generate)
+cli.add_command(again_command)
 cli.add_command(import_command)
 cli.add_command(info_command)
 cli.add_command(models_command)

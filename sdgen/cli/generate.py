@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -15,25 +14,25 @@ import click
 from ..batch.executors import LoadOptions
 from ..batch.run import Failed
 from ..batch.work import OutputOptions
-from ..config import (
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
-    load_preset,
-    preset_names,
-)
+from ..config import load_preset, preset_names
 from ..errors import SdgenError
 from ..output.files import no_empty_folder_left
-from ..registry import model_specs
-from ..runtimes import RUNTIMES
 from ..service import GenerateRequest, start_generation
 from ..sweep import SweepTooLargeError
 from .options import (
     embeddings_option,
     emphasis_option,
+    guidance_option,
+    model_option,
     noise_options,
     parse_batch_size,
     parse_shard,
     prompt_options,
+    reporting_options,
+    runtime_option,
+    sampler_option,
+    size_options,
+    steps_option,
     sweep_options,
 )
 from .report import (
@@ -110,13 +109,7 @@ HELP_SECTIONS = {
 @click.argument("prompt", required=False)
 @prompt_options
 @click.option("--negative-prompt", default="", show_default=False, help="What to steer away from.")
-@click.option(
-    "--steps",
-    type=int,
-    default=DEFAULT_STEPS,
-    show_default=True,
-    help="Denoising steps (>= 1).",
-)
+@steps_option
 @click.option(
     "--seed",
     type=int,
@@ -125,25 +118,8 @@ HELP_SECTIONS = {
 )
 @noise_options
 @sweep_options
-@click.option(
-    "--guidance-scale",
-    type=float,
-    default=7.5,
-    show_default=True,
-    help="Classifier-free guidance scale (>= 0; 1 turns guidance off).",
-)
-@click.option(
-    "--width",
-    type=int,
-    default=None,
-    help="Width in pixels, a multiple of 64.  [default: the model's, 512 for sd-v1.4]",
-)
-@click.option(
-    "--height",
-    type=int,
-    default=None,
-    help="Height in pixels, a multiple of 64.  [default: the model's, 512 for sd-v1.4]",
-)
+@guidance_option
+@size_options
 @click.option("--num-images", type=int, default=1, show_default=True, help="Images per prompt.")
 @click.option(
     "--batch-size",
@@ -153,12 +129,7 @@ HELP_SECTIONS = {
     help="Images denoised together; changes speed and memory, never pixels. 'auto': as many "
     "as free GPU memory holds (1 on a CPU, where bigger batches are slower).",
 )
-@click.option(
-    "--sampler",
-    default=DEFAULT_SAMPLER,
-    show_default=True,
-    help="Sampler: dpmpp-2m-karras, dpmpp-2m, euler, euler-a or ddim (AUTOMATIC1111 labels such as 'Euler a' work too); --config keras-cv gives keras_cv's DDIM at 50 steps.",
-)
+@sampler_option
 @emphasis_option(
     "How (word:1.2) weights apply: original (A1111's default: weighted, then each chunk's mean restored), no-norm, ignore (brackets parsed, weights dropped) or off (brackets are plain text)."
 )
@@ -220,9 +191,7 @@ HELP_SECTIONS = {
     default=None,
     help="Ray actors to start.  [default: one per GPU of the cluster, else one per 2 CPUs]",
 )
-@click.option(
-    "--model", default="sd-v1.4", show_default=True, help=f"Model: {', '.join(model_specs())}."
-)
+@model_option
 @click.option(
     "--checkpoint",
     type=click.Path(path_type=Path),
@@ -245,13 +214,7 @@ HELP_SECTIONS = {
     default=None,
     help="Run in mixed_float16.  [default: on for GPUs with compute capability 7.0+, off for CPU]",
 )
-@click.option(
-    "--runtime",
-    type=click.Choice(RUNTIMES),
-    default=lambda: os.environ.get("SDGEN_RUNTIME", "tensorflow"),
-    show_default="tensorflow, or $SDGEN_RUNTIME",
-    help="What runs the networks: TensorFlow, or OpenVINO on the CPU (faster; converts each model and size once into the cache; needs the openvino extra).",
-)
+@runtime_option
 @click.option(
     "--config",
     callback=_apply_preset,
@@ -260,9 +223,7 @@ HELP_SECTIONS = {
     metavar="NAME|PATH",
     help=f"Preset from configs/*.toml ({', '.join(preset_names())}) or a .toml file; explicit flags win.",
 )
-@click.option("--quiet", is_flag=True, help="Print nothing but errors (and --json).")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-@click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
+@reporting_options
 def generate(prompt, prompts_file, quiet, as_json, debug, **options):
     """Generate images for PROMPT (or every line of --prompts-file).
 
@@ -300,15 +261,21 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
         prompt_mode=options["prompt_mode"],
         wildcards_dir=options["wildcards_dir"],
     )
-    # a shard leaves the shared folder alone: another shard may be about to write there
+    run_and_report(request, say, quiet, as_json, debug, prompts_file is not None)
+
+
+def run_and_report(
+    request: GenerateRequest, say, quiet: bool, as_json: bool, debug: bool, from_file: bool = False
+):
+    """Plan and run ``request``, reporting each image as it is saved or fails, then the
+    summary; exits with the run's status. An output folder the run made and left empty
+    is removed (not a shard's: another shard may be about to write there)."""
     sharded = request.output.shard[1] > 1
     with contextlib.nullcontext() if sharded else no_empty_folder_left(request.output.folder):
-        _run(request, say, quiet, as_json, debug, prompts_file is not None)
+        _run(request, say, quiet, as_json, debug, from_file)
 
 
 def _run(request: GenerateRequest, say, quiet: bool, as_json: bool, debug: bool, from_file: bool):
-    """Plan and run ``request``, reporting each image as it is saved or fails, then the
-    summary; exits with the run's status."""
     runtime = request.load.runtime
     with tensorflow_logs(debug, runtime):
         try:

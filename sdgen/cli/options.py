@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from ..config import AUTO_BATCH
+from ..config import AUTO_BATCH, DEFAULT_SAMPLER, DEFAULT_STEPS
 from ..noise import DEFAULT_RNG, RNG_KINDS
+from ..registry import model_specs
+from ..runtimes import RUNTIMES
 from ..text.dynamic import DEFAULT_PROMPT_MODE, PROMPT_MODES
 from ..text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_MODES
 
@@ -150,4 +153,87 @@ _PROMPT_OPTIONS = (
         help="Folder of wildcard files: __name__ is a line of name.txt, __dir/name__ of "
         "dir/name.txt.  [default: $SDGEN_HOME/wildcards]",
     ),
+)
+
+
+def steps_option(command):
+    """``--steps N``."""
+    return click.option(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        show_default=True,
+        help="Denoising steps (>= 1).",
+    )(command)
+
+
+def guidance_option(command):
+    """``--guidance-scale`` (also ``--cfg``, A1111's "CFG scale")."""
+    return click.option(
+        "--guidance-scale",
+        "--cfg",
+        "guidance_scale",
+        type=float,
+        default=7.5,
+        show_default=True,
+        help="Classifier-free guidance scale (>= 0; 1 turns guidance off).",
+    )(command)
+
+
+def size_options(command):
+    """``--width`` and ``--height``."""
+    for name in ("height", "width"):
+        command = click.option(
+            f"--{name}",
+            type=int,
+            default=None,
+            help=f"{name.title()} in pixels, a multiple of 64.  "
+            "[default: the model's, 512 for sd-v1.4]",
+        )(command)
+    return command
+
+
+def sampler_option(command):
+    """``--sampler NAME``."""
+    return click.option(
+        "--sampler",
+        default=DEFAULT_SAMPLER,
+        show_default=True,
+        help="Sampler: dpmpp-2m-karras, dpmpp-2m, euler, euler-a or ddim (AUTOMATIC1111 labels "
+        "such as 'Euler a' work too); --config keras-cv gives keras_cv's DDIM at 50 steps.",
+    )(command)
+
+
+def model_option(command):
+    """``--model NAME``."""
+    return click.option(
+        "--model", default="sd-v1.4", show_default=True, help=f"Model: {', '.join(model_specs())}."
+    )(command)
+
+
+def runtime_option(command):
+    """``--runtime NAME`` [``$SDGEN_RUNTIME``, else tensorflow]."""
+    return click.option(
+        "--runtime",
+        type=click.Choice(RUNTIMES),
+        default=lambda: os.environ.get("SDGEN_RUNTIME", "tensorflow"),
+        show_default="tensorflow, or $SDGEN_RUNTIME",
+        help="What runs the networks: TensorFlow, or OpenVINO on the CPU (faster; converts each "
+        "model and size once into the cache; needs the openvino extra).",
+    )(command)
+
+
+def reporting_options(command):
+    """``--quiet``, ``--json`` (the parameter ``as_json``) and ``--debug``."""
+    for option in reversed(_REPORTING_OPTIONS):
+        command = option(command)
+    return command
+
+
+_REPORTING_OPTIONS = (
+    click.option("--quiet", is_flag=True, help="Print nothing but errors (and --json)."),
+    click.option(
+        "--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."
+    ),
+    click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks."),
 )

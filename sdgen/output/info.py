@@ -54,6 +54,11 @@ def read_parameters(path: str | Path) -> ImageParameters:
         raise ImageInfoError(
             f"{path} holds no generation parameters (no 'parameters' PNG chunk or EXIF UserComment)"
         )
+    return parameters_from_text(text)
+
+
+def parameters_from_text(text: str) -> ImageParameters:
+    """The parameters an infotext ``text`` holds (see ``read_parameters``)."""
     parsed = parse_infotext(text)
     prompt, negative = parsed.pop("prompt"), parsed.pop("negative_prompt")
     if not parsed:  # no settings line: parse_infotext took the last prompt line for one

@@ -54,15 +54,26 @@ def parse_infotext(text: str) -> dict:
         else:
             prompt_lines.append(line)
     result = {"prompt": "\n".join(prompt_lines), "negative_prompt": negative}
-    for match in _SETTING.finditer(settings_line):
+    position = 0
+    while (match := _SETTING.search(settings_line, position)) is not None:
+        position = match.end()
         value = match.group(2).strip()
-        if value.startswith('"') and value.endswith('"') and len(value) > 1:
+        if value[:1] in ("{", "["):
+            try:  # unquoted JSON, commas and all: stable-diffusion.cpp's SDCPP: {...}
+                _, end = _JSON.raw_decode(settings_line, match.start(2))
+                value, position = settings_line[match.start(2) : end], end
+            except json.JSONDecodeError:
+                pass
+        elif value.startswith('"') and value.endswith('"') and len(value) > 1:
             try:  # a quoted value, which may hold commas: TI hashes: "a: 1f.., b: 2e.."
                 value = json.loads(value)
             except json.JSONDecodeError:
                 value = value[1:-1]
         result[match.group(1).strip()] = value
     return result
+
+
+_JSON = json.JSONDecoder()
 
 
 #: One ``Key: value`` setting: a key of words, spaces, dashes and slashes; a value that
