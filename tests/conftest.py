@@ -227,6 +227,16 @@ class RandomPixelsExecutor:
                 yield job, GeneratedImage(k, job.config.seed + k, pixels)
 
 
+def one_line_error(result, *parts):
+    """Assert that a CLI ``result`` failed with exit 2 and one ``Error: `` line holding
+    every one of ``parts``."""
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
 def only_line(text: str) -> str:
     """The single non-empty line of ``text``; fails if there are more."""
     lines = [line for line in text.splitlines() if line.strip()]

@@ -8,7 +8,7 @@ import hashlib
 
 import numpy as np
 import pytest
-from conftest import FAST, pixels, png_files, tiny_checkpoint
+from conftest import FAST, one_line_error, pixels, png_files, tiny_checkpoint
 from PIL import Image, PngImagePlugin
 
 from sdgen.again import again_request
@@ -61,14 +61,6 @@ def png_with(path, text):
     info.add_text("parameters", text)
     Image.new("RGB", (8, 8)).save(path, pnginfo=info)
     return path
-
-
-def one_line_error(result, *parts):
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
 
 
 MADE = [

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 
-from conftest import FAST, png_files
+from conftest import FAST, one_line_error, png_files
 from PIL import Image, PngImagePlugin
 
 A1111 = (
     "a cat\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, "
     "Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly"
 )
-
-
-def one_line_error(result, *parts):
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
 
 
 def test_info_round_trips_a_tiny_generation(run_cli, hermetic):
