@@ -1,0 +1,131 @@
+"""The LoRAs of a job, found and read when the job is checked, before any model loads.
+
+A job's LoRAs are its config's ``loras`` (``--lora``, a prompts file's ``loras`` key,
+Python) and the ``<lora:...>`` tags of its positive prompt (see
+:mod:`sdgen.text.lora_tags`), each name once with its weights added. Each is looked up
+in the LoRA folder (or taken as a path) and read, so a missing file, a file that is not
+a LoRA, one for another family or one with NaN fails the command (or its prompts-file
+line) at once. What was found, ``LoraUse``, goes into the job for its records and its
+resume identity: the file's sha256 and the weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..text.lora_tags import LoraRequest, combined, lora_tags
+
+#: Families whose LoRAs are told apart by their text encoder's width; another family
+#: (the tiny test model) is checked only by the shapes when the deltas are made.
+_KNOWN_FAMILIES = ("sd-v1", "sd-v2")
+
+
+@dataclass(frozen=True)
+class LoraUse:
+    """One LoRA a job merges: its name as asked, its file and sha256, and the
+    text-encoder and U-Net multipliers."""
+
+    name: str
+    file: str
+    sha256: str
+    te: float
+    unet: float
+
+    @property
+    def shorthash(self) -> str:
+        """A1111's short hash: the first 12 hex digits of the sha256."""
+        return self.sha256[:12]
+
+    def record(self) -> dict:
+        """The manifest's record of it."""
+        return {
+            "name": self.name,
+            "file": self.file,
+            "sha256": self.sha256,
+            "te": self.te,
+            "unet": self.unet,
+        }
+
+
+def requested(config) -> tuple[LoraRequest, ...]:
+    """The LoRAs ``config`` asks for: its ``loras``, then its prompt's tags, each name
+    once, weights added."""
+    return combined((*config.loras, *lora_tags(config.prompt)))
+
+
+def negative_tags(config) -> list[str]:
+    """The names of the LoRA tags of ``config``'s negative prompt, which are ignored, as
+    A1111 ignores them."""
+    return [request.name for request in lora_tags(config.negative_prompt)]
+
+
+def negative_warnings(jobs) -> list[str]:
+    """One warning per negative prompt of ``jobs`` with LoRA tags, naming them."""
+    warnings = {}
+    for job in jobs:
+        names = negative_tags(job.config)
+        if names and job.config.negative_prompt not in warnings:
+            where = f"line {job.line_number}: " if job.line_number is not None else ""
+            warnings[job.config.negative_prompt] = (
+                f"warning: {where}LoRA tags in the negative prompt are ignored, as in A1111: "
+                + ", ".join(names)
+            )
+    return list(warnings.values())
+
+
+def library(folder: Path | None):
+    """The ``sdgen.adapters.lora.LoraLibrary`` of ``folder`` [``$SDGEN_HOME/loras``]."""
+    from ..adapters.lora import LoraLibrary
+
+    return LoraLibrary(folder)
+
+
+class LoraFinder:
+    """Finds and reads the LoRAs of jobs in one folder; each file is read once."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder
+        self._library = None
+        self._files: dict[str, object] = {}
+
+    def load(self, name: str):
+        """The ``LoraFile`` of ``name`` (a name in the folder, or a path); ``LoraError``
+        when it is not found or cannot be used."""
+        if self._library is None:
+            self._library = library(self.folder)
+        if name not in self._files:
+            self._files[name] = self._library.load(name)
+        return self._files[name]
+
+    def uses(self, config, family) -> tuple[LoraUse, ...]:
+        """The ``LoraUse`` of each LoRA ``config`` asks for, checked against the model's
+        ``family`` (a ``sdgen.families.Family``)."""
+        uses = []
+        for request in requested(config):
+            lora = self.load(request.name)
+            check_family(lora, family)
+            uses.append(
+                LoraUse(request.name, str(lora.path), lora.sha256, request.te, request.unet)
+            )
+        return tuple(uses)
+
+
+def check_family(lora, family) -> None:
+    """Refuse ``lora`` (a ``LoraFile``) when its file says it is for another family
+    than the model's."""
+    from ..adapters.lora import LoraError
+
+    found = getattr(lora, "family", None)
+    if family.name in _KNOWN_FAMILIES and found in _KNOWN_FAMILIES and found != family.name:
+        raise LoraError(f"LoRA {lora.path} is for {found} models, not for this {family.name} model")
+
+
+__all__ = [
+    "LoraFinder",
+    "LoraUse",
+    "check_family",
+    "negative_tags",
+    "negative_warnings",
+    "requested",
+]
