@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import ConfigError, PromptError
 from .noise import DEFAULT_RNG, check_rng
-from .text.lora_tags import LoraRequest, lora_requests
+from .text.lora_tags import LoraRequest, lora_requests, lora_tags
 from .text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_LABELS, EMPHASIS_MODES
 
 #: Largest seed accepted, as in AUTOMATIC1111 (seeds are unsigned 32-bit there).
@@ -138,6 +138,7 @@ class GenerationConfig:
         self._check_text_settings()
         self._check_noise()
         object.__setattr__(self, "loras", lora_requests(self.loras))
+        lora_tags(self.prompt)  # a tag's bad weight is refused here, like a bad --lora
 
     def _check_noise(self) -> None:
         object.__setattr__(self, "rng", check_rng(self.rng))
