@@ -135,6 +135,31 @@ def _text_infotext(fields: dict) -> dict:
     return settings
 
 
+def _loras(image: PlannedImage) -> dict:
+    """The LoRAs merged: ``loras`` (name, sha256, te and unet weights: the identity) and
+    ``lora_files`` (each one's file and A1111's hash), both only when there are any."""
+    uses = image.job.loras
+    if not uses:
+        return {}
+    return {
+        "loras": [use.identity() for use in uses],
+        "lora_files": {use.name: use.record() for use in uses},
+    }
+
+
+def _loras_infotext(fields: dict) -> dict:
+    """A1111's ``Lora hashes: "name: shorthash, ..."`` (names without ``:`` and ``,``,
+    as A1111 writes them); the ``<lora:...>`` tags stay in the recorded prompt."""
+    files = fields.get("lora_files") or {}
+    if not files:
+        return {}
+    hashes = ", ".join(
+        f"{name.replace(':', '').replace(',', '')}: {(r.get('a1111_hash') or r['sha256'])[:12]}"
+        for name, r in files.items()
+    )
+    return {"Lora hashes": f'"{hashes}"'}
+
+
 def _noise(image: PlannedImage) -> dict:
     config = image.job.config
     subseed = None if config.subseed is None else config.subseed + image.k
@@ -190,7 +215,13 @@ def _template_seedless(fields: dict) -> dict:
         fields.get("negative_prompt_template", fields.get("negative_prompt")),
         _hashable(fields.get("wildcards") or {}),
     )
-    return {"prompt": source, "negative_prompt": None, "prompt_syntax": None, "embeddings": None}
+    return {
+        "prompt": source,
+        "negative_prompt": None,
+        "prompt_syntax": None,
+        "embeddings": None,
+        "loras": None,  # a tag in the template: the seed chooses
+    }
 
 
 CONTRIBUTORS: list[Contributor] = [
@@ -221,6 +252,13 @@ CONTRIBUTORS: list[Contributor] = [
         identity=("prompt_syntax", "clip_skip", "embeddings"),
         legacy={"prompt_syntax": "plain", "clip_skip": 1, "embeddings": {}},
         infotext=_text_infotext,
+    ),
+    Contributor(
+        "loras",
+        _loras,
+        identity=("loras",),
+        legacy={"loras": []},
+        infotext=_loras_infotext,
     ),
     Contributor(
         "noise",

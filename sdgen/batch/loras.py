@@ -31,21 +31,21 @@ class LoraUse:
     sha256: str
     te: float
     unet: float
+    #: the hash A1111 writes in ``Lora hashes`` (see ``a1111_hash``)
+    a1111_hash: str = ""
 
     @property
     def shorthash(self) -> str:
-        """A1111's short hash: the first 12 hex digits of the sha256."""
-        return self.sha256[:12]
+        """What A1111's ``Lora hashes`` names it by: 12 hex digits of ``a1111_hash``."""
+        return (self.a1111_hash or self.sha256)[:12]
+
+    def identity(self) -> dict:
+        """What makes an image made with it the same work: name, sha256, weights."""
+        return {"name": self.name, "sha256": self.sha256, "te": self.te, "unet": self.unet}
 
     def record(self) -> dict:
-        """The manifest's record of it."""
-        return {
-            "name": self.name,
-            "file": self.file,
-            "sha256": self.sha256,
-            "te": self.te,
-            "unet": self.unet,
-        }
+        """The manifest's record of it: its identity, its file and A1111's hash."""
+        return {**self.identity(), "file": self.file, "a1111_hash": self.a1111_hash}
 
 
 def requested(config) -> tuple[LoraRequest, ...]:
@@ -105,10 +105,28 @@ class LoraFinder:
         for request in requested(config):
             lora = self.load(request.name)
             check_family(lora, family)
+            file = str(lora.path)
             uses.append(
-                LoraUse(request.name, str(lora.path), lora.sha256, request.te, request.unet)
+                LoraUse(request.name, file, lora.sha256, request.te, request.unet, a1111_hash(file))
             )
         return tuple(uses)
+
+
+def a1111_hash(path) -> str:
+    """The sha256 A1111 names a LoRA by in ``Lora hashes``: for a ``.safetensors``
+    file, that of the bytes after its header (the "addnet" hash of kohya's
+    sd-webui-additional-networks, which A1111 uses for LoRAs), so editing the metadata
+    keeps the hash; for other files, the whole file's."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if str(path).lower().endswith(".safetensors"):
+            header = handle.read(8)
+            handle.seek(8 + int.from_bytes(header, "little"))
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_family(lora, family) -> None:
@@ -124,6 +142,7 @@ def check_family(lora, family) -> None:
 __all__ = [
     "LoraFinder",
     "LoraUse",
+    "a1111_hash",
     "check_family",
     "negative_tags",
     "negative_warnings",
