@@ -85,6 +85,9 @@ def again_request(
         model, note = find_model(recalled, image)
         notes.extend([note] if note else [])
     notes.extend(_missing_embeddings(recalled.embeddings, load.embeddings_dir))
+    from .batch.loras import missing_loras
+
+    notes.extend(Ignored(note) for note in missing_loras(recalled.loras, load.lora_dir, prompt))
     request = GenerateRequest(
         prompt=prompt,
         settings=settings,

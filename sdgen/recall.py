@@ -57,6 +57,8 @@ class Recalled:
     settings: ``GenerationConfig`` fields (besides ``prompt``) the infotext sets.
     model_name / model_hash: its ``Model`` and ``Model hash``, or None.
     embeddings: ``{name: shorthash}`` from ``TI hashes``.
+    loras: ``{name: shorthash}`` from ``Lora hashes`` (the ``<lora:...>`` tags that ask
+        for them are in the prompt, as A1111 keeps them).
     ignored: what sdgen did not follow, in infotext order.
     source: who wrote it, one of ``SOURCES``.
     """
@@ -66,6 +68,7 @@ class Recalled:
     model_name: str | None = None
     model_hash: str | None = None
     embeddings: dict = field(default_factory=dict)
+    loras: dict = field(default_factory=dict)
     ignored: tuple[Ignored, ...] = ()
     source: str = "a1111"
 
@@ -114,6 +117,7 @@ def recall(parameters: ImageParameters) -> Recalled:
         model_name=given.get("Model") or None,
         model_hash=given.get("Model hash") or None,
         embeddings=_embeddings(given.get("TI hashes", "")),
+        loras=_embeddings(given.get("Lora hashes", "")),
         ignored=tuple(ignored),
         source=source,
     )

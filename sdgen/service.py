@@ -124,13 +124,16 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
     return jobs, failures
 
 
-def _warned(jobs: list[Job], say: Say | None) -> list[Job]:
+def _warned(jobs: list[Job], request: GenerateRequest, say: Say | None) -> list[Job]:
     """``jobs``, after a warning for each negative prompt's LoRA tags, which are ignored
-    (as in A1111)."""
-    from .batch.loras import negative_warnings
+    (as in A1111), and refused (``LoraError``) when they merge LoRAs on a runtime that
+    cannot."""
+    from .batch.loras import check_runtime, negative_warnings
 
     for warning in negative_warnings(jobs) if say is not None else ():
         say(warning)
+    if any(job.loras for job in jobs):
+        check_runtime(request.load.runtime)
     return jobs
 
 
@@ -174,7 +177,7 @@ def _read_jobs(request: GenerateRequest, say: Say | None):
     expand = _expander(dynamic, sources)
     if request.prompts_file is None:
         job = Job(GenerationConfig(prompt=request.prompt, **settings), model)
-        jobs = _warned(_jobs_of(job, axes, dynamic, sources), say)
+        jobs = _warned(_jobs_of(job, axes, dynamic, sources), request, say)
         return _confirmed(jobs, request), [], expand
     from .batch.prompts_file import read_prompts_file
     from .errors import DynamicPromptError
@@ -195,7 +198,7 @@ def _read_jobs(request: GenerateRequest, say: Say | None):
             raise DynamicPromptError(f"line {line.line_number}: {error}") from None
         except SdgenError as error:
             failures.append(Failure(str(error), line.line_number))
-    return _confirmed(_warned(jobs, say), request), failures, expand
+    return _confirmed(_warned(jobs, request, say), request), failures, expand
 
 
 def _expander(dynamic, sources) -> Callable[[Job, int], Job]:

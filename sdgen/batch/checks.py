@@ -15,10 +15,10 @@ def check_text(job: Job, sources) -> Job:
     weights load, what its model's text encoder cannot take: an unknown model, a clip
     skip out of range, an embedding that cannot be read or is of another width, a LoRA
     that is missing or cannot be used. ``sources``: a ``TextSources``."""
-    from .families import family_of
-    from .networks.text_states import check_clip_skip
-    from .text.conditioning import TextOptions, prompt_chunks
-    from .text.tokenizer import load_tokenizer
+    from ..families import family_of
+    from ..networks.text_states import check_clip_skip
+    from ..text.conditioning import TextOptions, prompt_chunks
+    from ..text.tokenizer import load_tokenizer
 
     family = family_of(get_model_spec(job.model))
     config = job.config

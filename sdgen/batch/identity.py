@@ -349,7 +349,8 @@ def infotext(fields: dict) -> str:
 def settings_from_infotext(text: str) -> dict:
     """The ``GenerationConfig`` settings (and ``model``) an infotext written by
     :func:`infotext` records, read back (:func:`sdgen.recall.recall`): what A1111's "PNG
-    info" would restore. ``embeddings`` is ``{name: shorthash}`` from ``TI hashes``."""
+    info" would restore. ``embeddings`` is ``{name: shorthash}`` from ``TI hashes``,
+    ``lora_hashes`` the same from ``Lora hashes``."""
     from ..output.info import parameters_from_text
     from ..recall import recall
     from ..text.prompt_syntax import DEFAULT_EMPHASIS
@@ -360,4 +361,5 @@ def settings_from_infotext(text: str) -> dict:
     if recalled.model_name is not None:
         settings["model"] = recalled.model_name
     settings["embeddings"] = recalled.embeddings
+    settings["lora_hashes"] = recalled.loras
     return settings

@@ -129,6 +129,67 @@ def a1111_hash(path) -> str:
     return digest.hexdigest()
 
 
+def missing_loras(hashes: dict, folder: Path | None, prompt: str) -> list[str]:
+    """For ``sdgen again``: a note for each LoRA of an infotext's ``Lora hashes``
+    (``{name: shorthash}``) that the LoRA folder lacks, or holds as another file (its
+    A1111 hash does not start so). A LoRA the prompt's tags ask for that is not there
+    under its name but is under another (found by its hash) raises ``LoraError``
+    naming that file, rather than failing later with "not found"."""
+    if not hashes:
+        return []
+    from ..adapters.lora import LoraError
+
+    found = library(folder)
+    asked = {request.name for request in lora_tags(prompt)}
+    notes = []
+    by_hash = None
+    for name, digest in hashes.items():
+        digest = digest.lower()
+        try:
+            path = found.resolve(name)
+        except LoraError:
+            path = None
+        if path is not None:
+            if digest and not a1111_hash(path).startswith(digest):
+                notes.append(f"Lora hashes ({name}: {Path(path).name} is another file)")
+            continue
+        if by_hash is None:
+            by_hash = _hashes_of(found)
+        match = next((p for h, p in by_hash.items() if digest and h.startswith(digest)), None)
+        if match is not None and name in asked:
+            raise LoraError(
+                f"the prompt asks for LoRA {name} (hash {digest}); {match} has that hash: "
+                f"rename it to {name}{Path(match).suffix}, or edit the tag"
+            )
+        where = f"{match} has its hash" if match else f"not in {found.folder}"
+        notes.append(f"Lora hashes ({name}: {where})")
+    return notes
+
+
+def _hashes_of(found) -> dict[str, Path]:
+    """``{a1111 hash: path}`` of every LoRA in a ``LoraLibrary``."""
+    hashes = {}
+    for name in found.names():
+        try:
+            path = found.resolve(name)
+        except Exception:  # a file that vanished or cannot be read is no match
+            continue
+        hashes[a1111_hash(path)] = Path(path)
+    return hashes
+
+
+def check_runtime(runtime: str) -> None:
+    """Refuse (``LoraError``) LoRAs on a runtime whose backend cannot merge them (has no
+    ``set_weight_deltas``), before anything loads."""
+    from ..adapters.lora import LoraError
+
+    if runtime == "openvino":
+        from ..runtimes.openvino import OpenVinoBackend
+
+        if not hasattr(OpenVinoBackend, "set_weight_deltas"):
+            raise LoraError("LoRAs need the TensorFlow runtime for now (--runtime tensorflow)")
+
+
 def check_family(lora, family) -> None:
     """Refuse ``lora`` (a ``LoraFile``) when its file says it is for another family
     than the model's."""
@@ -144,6 +205,8 @@ __all__ = [
     "LoraUse",
     "a1111_hash",
     "check_family",
+    "check_runtime",
+    "missing_loras",
     "negative_tags",
     "negative_warnings",
     "requested",
