@@ -82,21 +82,20 @@ def library(folder: Path | None):
 
 
 class LoraFinder:
-    """Finds and reads the LoRAs of jobs in one folder; each file is read once."""
+    """Finds and reads the LoRAs of jobs in one folder (``None``: the default,
+    ``$SDGEN_HOME/loras``); the library is made on first use, so a run without LoRAs
+    never imports it, and it reads each file once per modification."""
 
     def __init__(self, folder: Path | None = None):
         self.folder = folder
         self._library = None
-        self._files: dict[str, object] = {}
 
     def load(self, name: str):
         """The ``LoraFile`` of ``name`` (a name in the folder, or a path); ``LoraError``
         when it is not found or cannot be used."""
         if self._library is None:
             self._library = library(self.folder)
-        if name not in self._files:
-            self._files[name] = self._library.load(name)
-        return self._files[name]
+        return self._library.load(name)
 
     def uses(self, config, family) -> tuple[LoraUse, ...]:
         """The ``LoraUse`` of each LoRA ``config`` asks for, checked against the model's
