@@ -121,6 +121,11 @@ def reuse_tiny_pipelines(request, monkeypatch):
             keras.mixed_precision.set_global_policy("float32")
             # the embeddings folder of this load (by default under this test's home)
             _TINY_PIPELINES[key].embeddings = EmbeddingLibrary(options.get("embeddings_dir"))
+            from sdgen.batch.loras import LoraFinder
+
+            # and its LoRA folder; what an earlier test merged stays merged until the next
+            # config asks for another set (Pipeline.use_loras), as in one real process
+            _TINY_PIPELINES[key].loras = LoraFinder(options.get("lora_dir"))
         return _TINY_PIPELINES[key]
 
     monkeypatch.setattr(sdgen.pipeline, "load_pipeline", load_pipeline)

@@ -89,6 +89,7 @@ class LoraFinder:
     def __init__(self, folder: Path | None = None):
         self.folder = folder
         self._library = None
+        self._fits: set[tuple[str, str]] = set()  # (sha256, family) checked
 
     def load(self, name: str):
         """The ``LoraFile`` of ``name`` (a name in the folder, or a path); ``LoraError``
@@ -103,12 +104,25 @@ class LoraFinder:
         uses = []
         for request in requested(config):
             lora = self.load(request.name)
-            check_family(lora, family)
+            self.check_fits(lora, family)
             file = str(lora.path)
             uses.append(
                 LoraUse(request.name, file, lora.sha256, request.te, request.unet, a1111_hash(file))
             )
         return tuple(uses)
+
+
+    def check_fits(self, lora, family) -> None:
+        """Refuse ``lora`` for ``family``'s model now, not when its image is made: by the
+        family its file says (``check_family``), or, when it says none, by making its
+        deltas (every module must name a weight of the model, of its shape)."""
+        check_family(lora, family)
+        if lora.family is not None or (lora.sha256, family.name) in self._fits:
+            return
+        from ..adapters.lora import lora_deltas
+
+        lora_deltas([(lora, 1.0, 1.0)], family.name, family.widths)
+        self._fits.add((lora.sha256, family.name))
 
 
 def a1111_hash(path) -> str:
