@@ -181,7 +181,7 @@ _READERS = {
 }
 #: Keys read elsewhere in ``recall`` (sampler, noise and model).
 _SAMPLING_KEYS = ("Sampler", "Schedule type", "RNG", "ENSD", "Eta", "Sampler RNG")
-_MODEL_KEYS = ("Model", "Model hash", "TI hashes", "Version")
+_MODEL_KEYS = ("Model", "Model hash", "TI hashes", "Lora hashes", "Version")
 #: Keys each writer puts there that do not change an SD 1.x/2.x image sdgen makes.
 _UNUSED = {
     "sdgen": _MODEL_KEYS,

@@ -267,7 +267,7 @@ def _json_type(key: str, value) -> tuple[bool, str]:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         expected = "a number"
     elif key in _LIST_KEYS:
-        ok, expected = isinstance(value, str | list), "a list of LoRAs"
+        ok, expected = isinstance(value, str | list | dict), "LoRAs (NAME:WEIGHT or a list)"
     elif key in _SIZE_KEYS:
         ok, expected = isinstance(value, str | list), 'a "WxH" string or [width, height]'
     else:  # a GenerationConfig field this table has not met yet: its own check decides
