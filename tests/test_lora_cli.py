@@ -20,6 +20,7 @@ from conftest import FAST
 from PIL import Image
 
 from sdgen.output.info import read_parameters
+from sdgen.output.manifest import read_manifest
 from sdgen.output.png import read_infotext
 
 SEED = ["--seed", "7"]
@@ -135,7 +136,7 @@ def test_prompts_file_lines_that_switch_loras_each_get_their_own_image(run_cli, 
     (hermetic / "prompts.txt").write_text("\n".join(lines) + "\n")
     result = run_cli("--prompts-file", "prompts.txt", *FAST, *SEED, "--outdir", "batch")
     assert result.exit_code == 0, result.stderr
-    records = [json.loads(x) for x in (hermetic / "batch" / "manifest.jsonl").read_text().split()]
+    records = read_manifest(hermetic / "batch")
     assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
     images = [pixels(hermetic / "batch" / r["file"]) for r in records]
     alone = [
