@@ -258,3 +258,15 @@ def _not_a_lora(path):
 
     save_file({"model.diffusion_model.weird": np.ones((2, 2), np.float32)}, str(path))
     return path
+
+
+def test_a_lora_sweep_gives_each_cell_its_lora(run_cli, loras, hermetic):
+    result = run_cli("a castle", "--sweep", "lora=style:0.8,none", *FAST, *SEED)
+    assert result.exit_code == 0, result.stderr
+    records = [r for r in read_manifest(hermetic / "outputs") if "sweep" in r]
+    images = {r.get("loras", [{}])[0].get("te"): r for r in records}
+    assert set(images) == {0.8, None}
+    flag = made(run_cli, "flag.png", "a castle", "--lora", "style:0.8")
+    plain = made(run_cli, "plain.png", "a castle")
+    assert np.array_equal(pixels(hermetic / "outputs" / images[0.8]["file"]), flag)
+    assert np.array_equal(pixels(hermetic / "outputs" / images[None]["file"]), plain)

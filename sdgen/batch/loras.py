@@ -111,7 +111,6 @@ class LoraFinder:
             )
         return tuple(uses)
 
-
     def check_fits(self, lora, family) -> None:
         """Refuse ``lora`` for ``family``'s model now, not when its image is made: by the
         family its file says (``check_family``), or, when it says none, by making its
