@@ -270,3 +270,14 @@ def test_a_lora_sweep_gives_each_cell_its_lora(run_cli, loras, hermetic):
     plain = made(run_cli, "plain.png", "a castle")
     assert np.array_equal(pixels(hermetic / "outputs" / images[0.8]["file"]), flag)
     assert np.array_equal(pixels(hermetic / "outputs" / images[None]["file"]), plain)
+
+
+def test_openvino_refuses_loras_before_loading_until_it_can_merge(run_cli, loras, hermetic):
+    from sdgen.runtimes.openvino import OpenVinoBackend
+
+    if hasattr(OpenVinoBackend, "set_weight_deltas"):
+        pytest.skip("the OpenVINO backend merges LoRAs")
+    result = run_cli("a castle <lora:style>", "--runtime", "openvino", *FAST, *SEED)
+    assert result.exit_code == 2, result.stderr
+    assert "LoRAs need the TensorFlow runtime" in result.stderr
+    assert "loading" not in result.stderr and not list(hermetic.rglob("*.png"))
