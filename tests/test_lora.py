@@ -578,3 +578,30 @@ def test_set_weight_deltas_changes_what_the_compiled_networks_compute_and_restor
     assert all(np.array_equal(x, y) for x, y in zip(after, before_weights, strict=True))
     restored = outputs()
     assert np.array_equal(restored[0], before[0]) and np.array_equal(restored[1], before[1])
+
+
+def test_dotted_names_without_text_model_or_unet_prefixes_mean_the_same_modules(tmp_path):
+    rng = np.random.default_rng(7)
+    q = "text_model.encoder.layers.0.self_attn.q_proj"
+    to_q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    factors = {
+        "q_a": rng.standard_normal((RANK, 64)),
+        "q_b": rng.standard_normal((64, RANK)),
+        "u_a": rng.standard_normal((RANK, 32)),
+        "u_b": rng.standard_normal((32, RANK)),
+    }
+    factors = {k: v.astype(np.float32) for k, v in factors.items()}
+
+    def deltas(te: str, unet: str, name: str):
+        tensors = {
+            f"{te}.lora_A.weight": factors["q_a"],
+            f"{te}.lora_B.weight": factors["q_b"],
+            f"{unet}.lora_A.weight": factors["u_a"],
+            f"{unet}.lora_B.weight": factors["u_b"],
+        }
+        return lora_deltas([(read_lora(save(tmp_path / name, tensors)), 1, 1)], "tiny")
+
+    canonical = deltas(f"text_encoder.{q}", f"unet.{to_q}", "a.safetensors")
+    bare = deltas(f"text_encoder.{q.removeprefix('text_model.')}", to_q, "b.safetensors")
+    assert len(canonical) == 2 and canonical.keys() == bare.keys()
+    assert all(np.array_equal(canonical[k], bare[k]) for k in canonical)
