@@ -139,8 +139,10 @@ def random_lora(text, unet, kind: str, seed: int) -> tuple[dict, dict]:
         if kind.startswith("kohya"):
             prefix = "lora_te_" if network == "text_encoder" else "lora_unet_"
             name = prefix + (ldm_path if kind == "kohya-ldm" else path).replace(".", "_")
+            down, up = (down, up) if kind != "kohya-no-alpha" else (down / 2, up / 2)
             tensors |= {f"{name}.lora_down.weight": down, f"{name}.lora_up.weight": up}
-            tensors[f"{name}.alpha"] = alpha
+            if kind != "kohya-no-alpha":  # without alpha diffusers gives lora_alpha = r
+                tensors[f"{name}.alpha"] = alpha
         elif kind == "peft":
             if network == "text_encoder" and not hasattr(text, "text_model"):
                 path = path.removeprefix("text_model.")  # as transformers 5 names it
@@ -246,7 +248,9 @@ def check_against_diffusers(tmp_path, kind, full):
     close(got[1], expected[1], "U-Net prediction")
 
 
-@pytest.mark.parametrize("kind", ["kohya-diffusers", "kohya-ldm", "peft", "processor"])
+@pytest.mark.parametrize(
+    "kind", ["kohya-diffusers", "kohya-ldm", "kohya-no-alpha", "peft", "processor"]
+)
 def test_tiny_lora_merges_as_diffusers_fuses_it(tmp_path, kind):
     check_against_diffusers(tmp_path, kind, full=False)
 
