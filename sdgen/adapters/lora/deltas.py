@@ -33,7 +33,7 @@ ROLES = ("text_encoder", "diffusion_model")
 
 def _tucker(core: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """LyCORIS' ``rebuild_tucker``: ``Σ core[i,j,…]·a[i,p]·b[j,r]`` -> ``[p, r, …]``."""
-    return np.einsum("ij...,ip,jr->pr...", core, a, b)
+    return np.einsum("ij...,ip,jr->pr...", core, a, b, optimize=True)
 
 
 def _scale(alpha: float | None, rank: int | None, rslora: bool = False) -> float:
@@ -51,7 +51,10 @@ def module_delta(module: LoraModule, shape: tuple[int, ...]) -> np.ndarray:
         down, up = t["down"], t["up"]
         up2 = up.reshape(up.shape[0], -1)
         if "mid" in t:
-            delta = np.einsum("ab...,oa,bi->oi...", t["mid"], up2, down.reshape(down.shape[0], -1))
+            # up·mid, then ·down: two BLAS contractions, not one naive sum over all five axes
+            outer = np.tensordot(up2, t["mid"], axes=(1, 0))  # [out, r, kh, kw]
+            delta = np.tensordot(outer, down.reshape(down.shape[0], -1), axes=(1, 0))
+            delta = np.moveaxis(delta, -1, 1)  # [out, kh, kw, in] -> [out, in, kh, kw]
         else:
             delta = up2 @ down.reshape(down.shape[0], -1)
         scale = _scale(module.alpha, module.rank, module.rslora)

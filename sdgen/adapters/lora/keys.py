@@ -162,7 +162,9 @@ def dotted_part(key: str) -> Part | None:
         else:
             return None
     target = module_tables()[1].get((role, path))
-    return None if target is None else Part(key[: len(key) - len(rest)] + path, part, target)
+    if target is None:
+        return None
+    return Part(("unet." if role == "diffusion_model" else "text_encoder.") + path, part, target)
 
 
 def _dotted_role(key: str) -> tuple[str | None, str]:
@@ -172,7 +174,10 @@ def _dotted_role(key: str) -> tuple[str | None, str]:
     if key.startswith("unet."):
         return "diffusion_model", key[len("unet.") :]
     if key.startswith("text_encoder."):
-        return "text_encoder", key[len("text_encoder.") :]
+        rest = key[len("text_encoder.") :]
+        if rest.startswith(("encoder.", "embeddings.", "final_layer_norm.")):
+            rest = "text_model." + rest  # saved from transformers 5's CLIPTextModel
+        return "text_encoder", rest
     if key.startswith("text_model."):
         return "text_encoder", key
     if key.startswith(_UNET_ROOTS):
