@@ -26,6 +26,8 @@ in neither list, and a delta on it changes nothing, as in TensorFlow.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,10 @@ from ..errors import SdgenError
 
 FORMAT = 1
 SUFFIX = ".weights.json"
+
+
+class ConversionError(SdgenError):
+    """A network could not be converted to OpenVINO's format."""
 
 
 class WeightDeltaError(SdgenError):
@@ -147,8 +153,7 @@ def distinct_values(variables, seed: int = 0) -> dict[int, np.ndarray]:
             flat = array.ravel()
             plain = flat.size > 1 and bool(np.all(flat == flat[0]))
             shared = any(
-                other != position and np.array_equal(array, values)
-                for other, values in members
+                other != position and np.array_equal(array, values) for other, values in members
             )
             if array.dtype == np.float32 and (plain or shared):
                 true[position] = array
@@ -191,6 +196,26 @@ def _scale_of(data: np.ndarray, moved: np.ndarray) -> float | None:
     return k
 
 
+def _placements(array: np.ndarray, exact, by_size) -> list[Placement]:
+    """The constants holding ``array`` in one of the frontend's layouts: as is, or
+    (only when none does) times one scalar, as the CLIP query bias is."""
+    placements = []
+    for axes in _layouts(array):
+        moved = np.ascontiguousarray(array.transpose(axes) if axes else array).ravel()
+        for constant in exact.get(_key(moved), ()):
+            if np.array_equal(constant.get_data().ravel(), moved):
+                placements.append(Placement(constant.get_friendly_name(), axes))
+    if placements:
+        return placements
+    for axes in _layouts(array):
+        moved = np.ascontiguousarray(array.transpose(axes) if axes else array).ravel()
+        for constant in by_size.get(moved.size, ()):
+            k = _scale_of(constant.get_data().ravel(), moved)
+            if k is not None:
+                placements.append(Placement(constant.get_friendly_name(), axes, k))
+    return placements
+
+
 def locate(model, variables, used: set[int]) -> WeightMap:
     """The ``WeightMap`` of a converted ``model`` (an ``openvino.Model``) whose
     frontend saw ``variables`` (the Keras network's ``weights``, in order) with their
@@ -214,19 +239,7 @@ def locate(model, variables, used: set[int]) -> WeightMap:
         shapes.append(tuple(int(n) for n in array.shape))
         if position not in used or array.dtype != np.float32:
             continue
-        placements = []
-        for axes in _layouts(array):
-            moved = np.ascontiguousarray(array.transpose(axes) if axes else array).ravel()
-            for constant in exact.get(_key(moved), ()):
-                if np.array_equal(constant.get_data().ravel(), moved):
-                    placements.append(Placement(constant.get_friendly_name(), axes))
-        if not placements:  # a scalar folded in (the CLIP query bias)
-            for axes in _layouts(array):
-                moved = np.ascontiguousarray(array.transpose(axes) if axes else array).ravel()
-                for constant in by_size.get(moved.size, ()):
-                    k = _scale_of(constant.get_data().ravel(), moved)
-                    if k is not None:
-                        placements.append(Placement(constant.get_friendly_name(), axes, k))
+        placements = _placements(array, exact, by_size)
         found[position] = placements
         for placement in placements:
             claims[placement.name].add(position)
@@ -260,10 +273,70 @@ def patched_model(model, weight_map: WeightMap, values: dict[int, np.ndarray], a
     return model
 
 
+def concrete_function(role: str, network):
+    """``network`` traced for the batches the runtime calls it with: any number of rows
+    for the text encoder, one row for the others (see the module docstring)."""
+    import tensorflow as tf
+
+    batch = None if role.startswith("text_") else 1
+    signature = [tf.TensorSpec((batch, *t.shape[1:]), t.dtype) for t in network.inputs]
+    if len(signature) == 1:
+        function = tf.function(lambda x: network(x, training=False))
+    else:
+        function = tf.function(lambda *xs: network(list(xs), training=False))
+    return function.get_concrete_function(*signature)
+
+
+def convert_in(
+    core, target: Path, role: str, network, variables, distinct: bool
+) -> WeightMap | None:
+    """Convert ``network`` (traced as ``role``) into the file ``target`` and return
+    its ``WeightMap`` (an empty one when ``variables`` is empty: the decoder); None
+    if ``distinct`` values were asked for and one of them was folded into a constant
+    that the true values cannot be put back into (the caller converts again without).
+
+    OpenVINO's constants share the Keras variables' memory until the model is
+    saved, so the true values go back into the variables only after that."""
+    import openvino as ov
+
+    true = distinct_values(variables) if distinct else {}
+    try:
+        function = concrete_function(role, network)
+        try:
+            converted = ov.convert_model(function)
+        except Exception as error:  # OpenVINO's frontend errors have no common base
+            raise ConversionError(f"could not convert the {role} to OpenVINO: {error}") from error
+        first = target.parent / "first" / target.name
+        first.parent.mkdir()
+        ov.save_model(converted, str(first), compress_to_fp16=False)
+        del converted
+        if not variables:
+            os.replace(first, target)
+            os.replace(first.with_suffix(".bin"), target.with_suffix(".bin"))
+            return WeightMap((), {})
+        ids = {id(variable) for variable in function.variables}
+        used = {i for i, v in enumerate(variables) if id(getattr(v, "value", v)) in ids}
+        model = core.read_model(str(first))
+        weight_map = locate(model, variables, used or set(range(len(variables))))
+    finally:
+        restore(variables, true)
+    if any(position in weight_map.unplaced for position in true):
+        shutil.rmtree(first.parent)
+        return None
+    model = patched_model(model, weight_map, true, add=False)
+    ov.save_model(model, str(target), compress_to_fp16=False)
+    del model
+    shutil.rmtree(first.parent)
+    return weight_map
+
+
 __all__ = [
+    "ConversionError",
     "Placement",
     "WeightDeltaError",
     "WeightMap",
+    "concrete_function",
+    "convert_in",
     "distinct_values",
     "locate",
     "patched_model",
