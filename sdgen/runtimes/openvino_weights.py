@@ -323,6 +323,12 @@ def convert_in(
     if any(position in weight_map.unplaced for position in true):
         shutil.rmtree(first.parent)
         return None
+    if not true:  # as converted: no value to put back (trained weights are distinct)
+        del model
+        os.replace(first.with_suffix(".bin"), target.with_suffix(".bin"))
+        os.replace(first, target)
+        first.parent.rmdir()
+        return weight_map
     model = patched_model(model, weight_map, true, add=False)
     ov.save_model(model, str(target), compress_to_fp16=False)
     del model
