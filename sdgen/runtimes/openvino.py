@@ -230,13 +230,17 @@ class OpenVinoBackend:
             self._weight_map(role, signature).check(_weight_role(role), wanted[_weight_role(role)])
         self._deltas = wanted
         for role, signature in live:
-            request = _Request(self._compiled(role, signature))
+            # the old network goes first: at full size a U-Net's compiled weights are 3.4 GB
             if role == "text_encoder":
-                self._encode = request
+                self._encode = None
+                self._encode = _Request(self._compiled(role, signature))
             elif signature is None:
-                self._text_states[int(role.removeprefix("text_states-skip"))] = request
+                clip_skip = int(role.removeprefix("text_states-skip"))
+                self._text_states[clip_skip] = None
+                self._text_states[clip_skip] = _Request(self._compiled(role, signature))
             else:
-                self._unets[signature] = request
+                self._unets[signature] = None
+                self._unets[signature] = _Request(self._compiled(role, signature))
 
     def _weight_map(self, role: str, signature: NetworkSignature | None) -> WeightMap:
         return WeightMap.load(openvino_weights.sidecar(self.path(role, signature)))
