@@ -214,3 +214,52 @@ def test_weight_maps_are_written_and_a_missing_one_converts_again(backend):
     again = OpenVinoBackend(backend.spec, folder, backend._load_keras)
     assert again.converted == ["text_encoder.xml"]
     assert sidecar(folder / "text_encoder.xml").exists()
+
+
+def test_weights_are_located_through_transposes_and_a_folded_scale():
+    """``locate`` on a small OpenVINO graph built by hand: a dense kernel stored
+    transposed, a bias stored times a scalar, two equal weights (ambiguous: refused), an
+    unused weight, and a used weight folded away; then a delta merged through the map
+    computes what NumPy does with the delta added to the Keras-layout weights."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from sdgen.runtimes.openvino import COMPILE_CONFIG
+    from sdgen.runtimes.openvino_weights import locate, patched_model
+
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((4, 3)).astype(np.float32)  # Keras (in, out)
+    bias = rng.standard_normal(3).astype(np.float32)
+    same = rng.standard_normal(3).astype(np.float32)
+    folded = rng.standard_normal(3).astype(np.float32)
+    variables = [kernel, bias, same, same.copy(), np.ones(2, np.float32), folded]
+
+    def constant(array, name):
+        node = ops.constant(np.ascontiguousarray(array))
+        node.set_friendly_name(name)
+        return node
+
+    x = ops.parameter([1, 4], np.float32, name="x")
+    y = ops.matmul(x, constant(kernel.T, "kernel_t"), False, True)
+    y = ops.add(y, constant((bias * np.float32(0.25)).reshape(1, 3), "bias_scaled"))
+    y = ops.add(ops.add(y, constant(same, "same_a")), constant(same, "same_b"))
+    y = ops.add(y, constant(folded * folded, "folded_squared"))
+    model = ov.Model([y], [x])
+
+    weight_map = locate(model, variables, used={0, 1, 2, 3, 5})
+    assert weight_map.shapes == ((4, 3), (3,), (3,), (3,), (2,), (3,))
+    assert [(p.name, p.axes) for p in weight_map.placements[0]] == [("kernel_t", (1, 0))]
+    (scaled,) = weight_map.placements[1]
+    assert scaled.name == "bias_scaled" and abs(scaled.scale - 0.25) < 1e-6
+    assert weight_map.unplaced == {2, 3, 5}
+    assert set(weight_map.placements) == {0, 1}  # 4 is unused: in neither
+
+    delta = rng.standard_normal((4, 3)).astype(np.float32)
+    bias_delta = rng.standard_normal(3).astype(np.float32)
+    patched = patched_model(model, weight_map, {0: delta, 1: bias_delta}, add=True)
+    inputs = rng.standard_normal((1, 4)).astype(np.float32)
+    got = ov.Core().compile_model(patched, "CPU", COMPILE_CONFIG)(inputs)[0]
+    expected = inputs @ (kernel + delta) + 0.25 * (bias + bias_delta) + 2 * same + folded**2
+    assert np.abs(got - expected).max() < 1e-5
+    before = inputs @ kernel + 0.25 * bias + 2 * same + folded**2
+    assert np.abs(got - before).max() > 0.1
