@@ -281,3 +281,26 @@ def test_openvino_refuses_loras_before_loading_until_it_can_merge(run_cli, loras
     assert result.exit_code == 2, result.stderr
     assert "LoRAs need the TensorFlow runtime" in result.stderr
     assert "loading" not in result.stderr and not list(hermetic.rglob("*.png"))
+
+
+@pytest.mark.slow  # converts the tiny model to OpenVINO: about two minutes
+def test_openvino_merges_the_same_loras(run_cli, loras, hermetic):
+    from sdgen.runtimes.openvino import OpenVinoBackend
+
+    if not hasattr(OpenVinoBackend, "set_weight_deltas"):
+        pytest.skip("the OpenVINO backend cannot merge LoRAs yet")
+    pytest.importorskip("openvino")
+    lines = ["a castle <lora:style:0.8>", "a castle", '{"prompt": "a castle", "lora": "other"}']
+    (hermetic / "prompts.txt").write_text("\n".join(lines) + "\n")
+    ov = ["--runtime", "openvino", *FAST, *SEED]
+    result = run_cli("--prompts-file", "prompts.txt", *ov, "--outdir", "ov")
+    assert result.exit_code == 0, result.stderr
+    images = [pixels(hermetic / "ov" / r["file"]) for r in read_manifest(hermetic / "ov")]
+    expected = [
+        made(run_cli, "1.png", "a castle", "--lora", "style:0.8"),
+        made(run_cli, "2.png", "a castle"),
+        made(run_cli, "3.png", "a castle", "--lora", "other"),
+    ]
+    for line, (image, tensorflow) in enumerate(zip(images, expected, strict=True), start=1):
+        assert np.abs(image - tensorflow).max() <= 2, f"line {line}"
+    assert np.abs(images[0] - images[1]).mean() > 1
