@@ -123,9 +123,12 @@ def reuse_tiny_pipelines(request, monkeypatch):
             _TINY_PIPELINES[key].embeddings = EmbeddingLibrary(options.get("embeddings_dir"))
             from sdgen.batch.loras import LoraFinder
 
-            # and its LoRA folder; what an earlier test merged stays merged until the next
-            # config asks for another set (Pipeline.use_loras), as in one real process
-            _TINY_PIPELINES[key].loras = LoraFinder(options.get("lora_dir"))
+            # and its LoRA folder; and no LoRA an earlier test merged is left merged
+            pipeline = _TINY_PIPELINES[key]
+            pipeline.loras = LoraFinder(options.get("lora_dir"))
+            if pipeline._merged != ():
+                pipeline.backend.set_weight_deltas({})
+                pipeline._merged = ()
         return _TINY_PIPELINES[key]
 
     monkeypatch.setattr(sdgen.pipeline, "load_pipeline", load_pipeline)
