@@ -167,8 +167,21 @@ def _read_resize(key, value):
         raise ConfigError(f"infotext {key}: {error}") from None
 
 
+def _read_lora_options(key, value):
+    """sdgen's ``Lora options``: the ``--lora`` values (or ``GenerationConfig.loras``) an
+    image was made with, which its prompt's tags do not show."""
+    from .text.lora_tags import lora_requests
+
+    texts = [part.strip() for part in value.strip().strip('"').split(",") if part.strip()]
+    try:
+        return {"loras": lora_requests(texts)}
+    except ConfigError as error:
+        raise ConfigError(f"infotext {key}: {error}") from None
+
+
 #: The keys read into settings, and how.
 _READERS = {
+    "Lora options": _read_lora_options,
     "Steps": lambda key, value: {"steps": _whole(key, value)},
     "CFG scale": lambda key, value: {"guidance_scale": _number(key, value)},
     "Seed": lambda key, value: {"seed": _whole(key, value)},

@@ -119,6 +119,10 @@ def test_a_lora_changes_the_image_weight_0_is_none_and_a_tag_is_the_flag(run_cli
     again = run_cli("again", "tag.png", "--out", "again.png")  # finds style by its tag
     assert again.exit_code == 0 and "ignored" not in again.stderr, again.stderr
     assert np.array_equal(pixels("again.png"), tag)
+    assert 'Lora options: "style:0.8"' in read_infotext(hermetic / "flag.png")
+    again = run_cli("again", "flag.png", "--out", "again-flag.png")  # --lora: from the infotext
+    assert again.exit_code == 0 and "ignored" not in again.stderr, again.stderr
+    assert np.array_equal(pixels("again-flag.png"), flag)
     (loras / "style.safetensors").rename(loras / "renamed.safetensors")
     moved = run_cli("again", "tag.png", "--out", "moved.png")
     assert moved.exit_code == 2, moved.stderr

@@ -141,15 +141,21 @@ def _loras(image: PlannedImage) -> dict:
     uses = image.job.loras
     if not uses:
         return {}
-    return {
+    fields = {
         "loras": [use.identity() for use in uses],
         "lora_files": {use.name: use.record() for use in uses},
     }
+    options = [request.text for request in image.job.config.loras]
+    if options:  # what the prompt's tags do not show: recorded, not identity
+        fields["lora_options"] = options
+    return fields
 
 
 def _loras_infotext(fields: dict) -> dict:
     """A1111's ``Lora hashes: "name: shorthash, ..."`` (names without ``:`` and ``,``,
-    as A1111 writes them); the ``<lora:...>`` tags stay in the recorded prompt."""
+    as A1111 writes them); the ``<lora:...>`` tags stay in the recorded prompt. The
+    LoRAs asked for apart from the tags (``--lora``) have sdgen's ``Lora options:
+    "style:0.8, ..."``, so ``sdgen again`` merges them too."""
     files = fields.get("lora_files") or {}
     if not files:
         return {}
@@ -157,7 +163,10 @@ def _loras_infotext(fields: dict) -> dict:
         f"{name.replace(':', '').replace(',', '')}: {(r.get('a1111_hash') or r['sha256'])[:12]}"
         for name, r in files.items()
     )
-    return {"Lora hashes": f'"{hashes}"'}
+    settings = {"Lora hashes": f'"{hashes}"'}
+    if fields.get("lora_options"):  # sdgen's: the LoRAs given apart from the prompt's tags
+        settings["Lora options"] = f'"{", ".join(fields["lora_options"])}"'
+    return settings
 
 
 def _noise(image: PlannedImage) -> dict:

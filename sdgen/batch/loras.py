@@ -141,18 +141,18 @@ def a1111_hash(path) -> str:
     return digest.hexdigest()
 
 
-def missing_loras(hashes: dict, folder: Path | None, prompt: str) -> list[str]:
+def missing_loras(hashes: dict, folder: Path | None, config) -> list[str]:
     """For ``sdgen again``: a note for each LoRA of an infotext's ``Lora hashes``
     (``{name: shorthash}``) that the LoRA folder lacks, or holds as another file (its
-    A1111 hash does not start so). A LoRA the prompt's tags ask for that is not there
-    under its name but is under another (found by its hash) raises ``LoraError``
-    naming that file, rather than failing later with "not found"."""
+    A1111 hash does not start so). A LoRA that ``config`` (the image's settings) asks
+    for that is not there under its name but is under another (found by its hash)
+    raises ``LoraError`` naming that file, rather than failing later with "not found"."""
     if not hashes:
         return []
     from ..adapters.lora import LoraError
 
     found = library(folder)
-    asked = {request.name for request in lora_tags(prompt)}
+    asked = {request.name for request in requested(config)}
     notes = []
     by_hash = None
     for name, digest in hashes.items():
