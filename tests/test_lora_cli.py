@@ -309,3 +309,11 @@ def test_openvino_merges_the_same_loras(run_cli, loras, hermetic):
     for line, (image, tensorflow) in enumerate(zip(images, expected, strict=True), start=1):
         assert np.abs(image - tensorflow).max() <= 2, f"line {line}"
     assert np.abs(images[0] - images[1]).mean() > 1
+
+
+def test_a_preset_names_loras_and_help_shows_the_options(run_cli, loras, hermetic):
+    (hermetic / "styled.toml").write_text(f'loras = ["style:0.8"]\nlora_dir = "{loras}"\n')
+    preset = made(run_cli, "preset.png", "a castle", "--config", "styled.toml")
+    assert np.array_equal(preset, made(run_cli, "flag.png", "a castle", "--lora", "style:0.8"))
+    shown = run_cli("generate", "--help").stdout
+    assert "--lora NAME_OR_PATH[:WEIGHT]" in shown and "--lora-dir" in shown

@@ -90,6 +90,7 @@ class LoraFinder:
         self.folder = folder
         self._library = None
         self._fits: set[tuple[str, str]] = set()  # (sha256, family) checked
+        self._a1111_hashes: dict[str, str] = {}  # by sha256: each file hashed once
 
     def load(self, name: str):
         """The ``LoraFile`` of ``name`` (a name in the folder, or a path); ``LoraError``
