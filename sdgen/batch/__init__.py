@@ -4,6 +4,10 @@
 - ``work``: the units as data: ``Job``, ``OutputOptions``, ``PlannedImage``, ``Plan``,
   ``Failure``.
 - ``naming``: ``--name-template`` fields and each image's file name.
+- ``checks``: what a job is refused for when it is read, and the embeddings and LoRAs
+  its prompts use.
+- ``loras``: a job's LoRAs (``--lora`` and ``<lora:...>`` tags), found and read before
+  any model loads, as ``LoraUse`` records; A1111's LoRA hash.
 - ``identity``: an image's manifest fields, resume identity and infotext, assembled from
   each feature's contribution.
 - ``resume``: what an earlier run made: its seeds, finished files and lost lines.
