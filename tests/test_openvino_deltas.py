@@ -149,8 +149,17 @@ def test_openvino_deltas_match_the_same_deltas_added_to_keras(tiny_pipeline, bac
     for name in expected:
         assert np.abs(got[name] - expected[name]).max() <= TOLERANCE, name
         assert np.abs(expected[name] - base[name]).max() > 1e-2, name  # the deltas count
-    # only clip skip 2, never compiled before, was converted; no base file again
-    assert backend.converted == [*converted, "text_states-skip2.xml"]
+    # a U-Net signature first used after the deltas gets them too
+    longer = NetworkSignature(SIZE, SIZE, context_length=154)
+    latents, t_emb, contexts = _unet_inputs(seed=5)
+    contexts = np.concatenate([contexts, contexts[::-1]], axis=1)
+    got = backend.networks(longer).denoise(latents, t_emb, contexts)
+    with keras_deltas(tf_backend, deltas):
+        expected = tf_backend.networks(longer).denoise(latents, t_emb, contexts)
+    assert np.abs(got - expected).max() <= TOLERANCE
+    # only what was never compiled before was converted; no base file again
+    longer_file = backend.path("diffusion_model", longer).name
+    assert backend.converted == [*converted, "text_states-skip2.xml", longer_file]
 
 
 def test_empty_deltas_give_back_the_base_and_a_switch_equals_a_fresh_load(
