@@ -272,3 +272,31 @@ def test_weights_are_located_through_transposes_and_a_folded_scale():
     assert np.abs(got - expected).max() < 1e-5
     before = inputs @ kernel + 0.25 * bias + 2 * same + folded**2
     assert np.abs(got - before).max() > 0.1
+
+
+def test_a_kohya_lora_file_gives_what_the_tensorflow_runtime_gives(
+    tmp_path, tiny_pipeline, backend
+):
+    """A kohya LoCon file (attention, 1x1 and 3x3 convolutions, a CP mid), read and
+    turned into deltas by ``sdgen.adapters.lora``, through each runtime's own
+    ``set_weight_deltas``."""
+    from test_lora import kohya_tensors, save
+
+    from sdgen.adapters.lora import lora_deltas, read_lora
+
+    lora = read_lora(save(tmp_path / "style.safetensors", kohya_tensors(1)))
+    deltas = lora_deltas([(lora, 0.1, 0.2)], "tiny")
+    assert {role for role, _ in deltas} == {"text_encoder", "diffusion_model"}
+    assert any(delta.ndim == 4 for delta in deltas.values())
+    base = outputs(backend)
+    tf_backend = tiny_pipeline.backend
+    try:
+        tf_backend.set_weight_deltas(deltas)
+        expected = outputs(tf_backend)
+    finally:
+        tf_backend.set_weight_deltas({})
+    backend.set_weight_deltas(deltas)
+    got = outputs(backend)
+    for name in expected:
+        assert np.abs(got[name] - expected[name]).max() <= TOLERANCE, name
+        assert np.abs(got[name] - base[name]).max() > 1e-3, name
