@@ -645,3 +645,16 @@ def key_of_sd2(module: str) -> str:
         ),
     }
     return names[module]
+
+
+def test_a_checkpoint_in_the_lora_folder_is_refused_from_its_header(tmp_path, monkeypatch):
+    import sdgen.convert.readers
+
+    def never(path):
+        raise AssertionError("read whole")
+
+    monkeypatch.setattr(sdgen.convert.readers, "_read_safetensors", never)
+    checkpoint = {"model.diffusion_model.out.2.weight": np.ones((4, 4), np.float32)}
+    refused(save(tmp_path / "model.safetensors", checkpoint), "is not a LoRA")
+    sdxl = {"lora_te2_text_model_encoder_layers_0_mlp_fc1.alpha": np.ones((), np.float32)}
+    refused(save(tmp_path / "xl.safetensors", sdxl), "SDXL")
