@@ -431,6 +431,7 @@ def test_the_library_finds_names_in_any_case_and_subfolders_and_says_where_it_lo
     assert library.resolve("style") == folder / "Style.safetensors"
     assert library.resolve("HERO") == folder / "chars" / "hero.safetensors"
     assert library.resolve("old.pt") == folder / "old.pt"
+    assert library.resolve("chars/hero") == folder / "chars" / "hero.safetensors"
     elsewhere = save(tmp_path / "else.safetensors", kohya_tensors(3))
     assert library.resolve(str(elsewhere)) == elsewhere
     with pytest.raises(LoraError) as error:
