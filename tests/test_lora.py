@@ -431,6 +431,7 @@ def test_the_library_finds_names_in_any_case_and_subfolders_and_says_where_it_lo
     assert library.resolve("style") == folder / "Style.safetensors"
     assert library.resolve("HERO") == folder / "chars" / "hero.safetensors"
     assert library.resolve("old.pt") == folder / "old.pt"
+    assert library.resolve("chars/hero") == folder / "chars" / "hero.safetensors"
     elsewhere = save(tmp_path / "else.safetensors", kohya_tensors(3))
     assert library.resolve(str(elsewhere)) == elsewhere
     with pytest.raises(LoraError) as error:
@@ -605,3 +606,56 @@ def test_dotted_names_without_text_model_or_unet_prefixes_mean_the_same_modules(
     bare = deltas(f"text_encoder.{q.removeprefix('text_model.')}", to_q, "b.safetensors")
     assert len(canonical) == 2 and canonical.keys() == bare.keys()
     assert all(np.array_equal(canonical[k], bare[k]) for k in canonical)
+
+
+def test_an_sd2_lora_maps_through_the_sd2_tables_at_sd2_widths(tmp_path):
+    """SD 2.x: kohya names the 1024-wide, 23-layer text encoder after transformers' CLIP
+    too, and the U-Net's proj_in is a linear layer (a 2-D LoRA)."""
+    rng = np.random.default_rng(1)
+    te = "lora_te_text_model_encoder_layers_22_self_attn_v_proj"
+    proj = "lora_unet_down_blocks_0_attentions_0_proj_in"
+    to_k = "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_k"
+    shapes = {te: (1024, 1024), proj: (320, 320), to_k: (320, 1024)}
+    tensors = {}
+    for module, (out, inp) in shapes.items():
+        tensors[f"{module}.lora_down.weight"] = rng.standard_normal((2, inp)).astype(np.float32)
+        tensors[f"{module}.lora_up.weight"] = rng.standard_normal((out, 2)).astype(np.float32)
+    lora = read_lora(save(tmp_path / "v2.safetensors", tensors, {"ss_v2": "True"}))
+    assert lora.family == "sd-v2" and lora.format == "lora"
+    deltas = lora_deltas([(lora, 1, 1)], "sd-v2")
+    for module in shapes:
+        key = key_of_sd2(module)
+        (slot,) = convert.name_index("diffusers", "sd-v2")[key]
+        expected = (tensors[f"{module}.lora_up.weight"] @ tensors[f"{module}.lora_down.weight"]).T
+        assert slot.param.kind == "dense"
+        np.testing.assert_allclose(deltas[slot.role, slot.position], expected, atol=1e-5)
+    with pytest.raises(LoraError, match="another model family"):
+        lora_deltas([(lora, 1, 1)], "sd-v1")
+
+
+def key_of_sd2(module: str) -> str:
+    names = {
+        "lora_te_text_model_encoder_layers_22_self_attn_v_proj": (
+            "text_encoder.text_model.encoder.layers.22.self_attn.v_proj.weight"
+        ),
+        "lora_unet_down_blocks_0_attentions_0_proj_in": (
+            "unet.down_blocks.0.attentions.0.proj_in.weight"
+        ),
+        "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_k": (
+            "unet.up_blocks.3.attentions.2.transformer_blocks.0.attn2.to_k.weight"
+        ),
+    }
+    return names[module]
+
+
+def test_a_checkpoint_in_the_lora_folder_is_refused_from_its_header(tmp_path, monkeypatch):
+    import sdgen.convert.readers
+
+    def never(path):
+        raise AssertionError("read whole")
+
+    monkeypatch.setattr(sdgen.convert.readers, "_read_safetensors", never)
+    checkpoint = {"model.diffusion_model.out.2.weight": np.ones((4, 4), np.float32)}
+    refused(save(tmp_path / "model.safetensors", checkpoint), "is not a LoRA")
+    sdxl = {"lora_te2_text_model_encoder_layers_0_mlp_fc1.alpha": np.ones((), np.float32)}
+    refused(save(tmp_path / "xl.safetensors", sdxl), "SDXL")
