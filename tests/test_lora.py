@@ -431,6 +431,7 @@ def test_the_library_finds_names_in_any_case_and_subfolders_and_says_where_it_lo
     assert library.resolve("style") == folder / "Style.safetensors"
     assert library.resolve("HERO") == folder / "chars" / "hero.safetensors"
     assert library.resolve("old.pt") == folder / "old.pt"
+    assert library.resolve("chars/hero") == folder / "chars" / "hero.safetensors"
     elsewhere = save(tmp_path / "else.safetensors", kohya_tensors(3))
     assert library.resolve(str(elsewhere)) == elsewhere
     with pytest.raises(LoraError) as error:
@@ -645,3 +646,16 @@ def key_of_sd2(module: str) -> str:
         ),
     }
     return names[module]
+
+
+def test_a_checkpoint_in_the_lora_folder_is_refused_from_its_header(tmp_path, monkeypatch):
+    import sdgen.convert.readers
+
+    def never(path):
+        raise AssertionError("read whole")
+
+    monkeypatch.setattr(sdgen.convert.readers, "_read_safetensors", never)
+    checkpoint = {"model.diffusion_model.out.2.weight": np.ones((4, 4), np.float32)}
+    refused(save(tmp_path / "model.safetensors", checkpoint), "is not a LoRA")
+    sdxl = {"lora_te2_text_model_encoder_layers_0_mlp_fc1.alpha": np.ones((), np.float32)}
+    refused(save(tmp_path / "xl.safetensors", sdxl), "SDXL")

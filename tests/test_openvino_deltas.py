@@ -149,8 +149,17 @@ def test_openvino_deltas_match_the_same_deltas_added_to_keras(tiny_pipeline, bac
     for name in expected:
         assert np.abs(got[name] - expected[name]).max() <= TOLERANCE, name
         assert np.abs(expected[name] - base[name]).max() > 1e-2, name  # the deltas count
-    # only clip skip 2, never compiled before, was converted; no base file again
-    assert backend.converted == [*converted, "text_states-skip2.xml"]
+    # a U-Net signature first used after the deltas gets them too
+    longer = NetworkSignature(SIZE, SIZE, context_length=154)
+    latents, t_emb, contexts = _unet_inputs(seed=5)
+    contexts = np.concatenate([contexts, contexts[::-1]], axis=1)
+    got = backend.networks(longer).denoise(latents, t_emb, contexts)
+    with keras_deltas(tf_backend, deltas):
+        expected = tf_backend.networks(longer).denoise(latents, t_emb, contexts)
+    assert np.abs(got - expected).max() <= TOLERANCE
+    # only what was never compiled before was converted; no base file again
+    longer_file = backend.path("diffusion_model", longer).name
+    assert backend.converted == [*converted, "text_states-skip2.xml", longer_file]
 
 
 def test_empty_deltas_give_back_the_base_and_a_switch_equals_a_fresh_load(
@@ -263,3 +272,31 @@ def test_weights_are_located_through_transposes_and_a_folded_scale():
     assert np.abs(got - expected).max() < 1e-5
     before = inputs @ kernel + 0.25 * bias + 2 * same + folded**2
     assert np.abs(got - before).max() > 0.1
+
+
+def test_a_kohya_lora_file_gives_what_the_tensorflow_runtime_gives(
+    tmp_path, tiny_pipeline, backend
+):
+    """A kohya LoCon file (attention, 1x1 and 3x3 convolutions, a CP mid), read and
+    turned into deltas by ``sdgen.adapters.lora``, through each runtime's own
+    ``set_weight_deltas``."""
+    from test_lora import kohya_tensors, save
+
+    from sdgen.adapters.lora import lora_deltas, read_lora
+
+    lora = read_lora(save(tmp_path / "style.safetensors", kohya_tensors(1)))
+    deltas = lora_deltas([(lora, 0.1, 0.2)], "tiny")
+    assert {role for role, _ in deltas} == {"text_encoder", "diffusion_model"}
+    assert any(delta.ndim == 4 for delta in deltas.values())
+    base = outputs(backend)
+    tf_backend = tiny_pipeline.backend
+    try:
+        tf_backend.set_weight_deltas(deltas)
+        expected = outputs(tf_backend)
+    finally:
+        tf_backend.set_weight_deltas({})
+    backend.set_weight_deltas(deltas)
+    got = outputs(backend)
+    for name in expected:
+        assert np.abs(got[name] - expected[name]).max() <= TOLERANCE, name
+        assert np.abs(got[name] - base[name]).max() > 1e-3, name

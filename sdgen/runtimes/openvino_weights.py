@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SdgenError
+from ..errors import SdgenError, UsageError
 
 FORMAT = 1
 SUFFIX = ".weights.json"
@@ -44,9 +44,10 @@ class ConversionError(SdgenError):
     """A network could not be converted to OpenVINO's format."""
 
 
-class WeightDeltaError(SdgenError):
+class WeightDeltaError(UsageError):
     """A weight delta cannot be merged: an unknown weight, a wrong shape, or a weight
-    that OpenVINO folded into another constant."""
+    that OpenVINO folded into another constant (a usage error, as the TensorFlow
+    runtime's ``LoraError`` for the same checks: exit status 2, one line)."""
 
 
 @dataclass(frozen=True)

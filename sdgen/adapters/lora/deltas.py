@@ -42,33 +42,44 @@ def _scale(alpha: float | None, rank: int | None, rslora: bool = False) -> float
     return alpha / (math.sqrt(rank) if rslora else rank)
 
 
-def module_delta(module: LoraModule, shape: tuple[int, ...]) -> np.ndarray:
-    """``module``'s ``ΔW`` (scale included, no multiplier) in torch's layout ``shape``
+def module_delta(module: LoraModule, shape: tuple[int, ...], multiplier: float = 1.0) -> np.ndarray:
+    """``module``'s ``ΔW`` times its scale and ``multiplier``, in torch's layout ``shape``
     (``(out, in)`` or ``(out, in, kh, kw)``), float32. Raises :class:`LoraError` when
-    its size does not fit ``shape``."""
+    its size does not fit ``shape``.
+
+    The scale goes into the smallest factor, and a linear LoRA's product is computed as
+    ``(down.T @ up.T).T``, whose transpose (the keras layout) is contiguous already: a
+    full-size LoRA's changes are a gigabyte, and each pass over them costs seconds.
+    """
     t = module.tensors
     if module.algorithm == "lora":
+        factor = np.float32(multiplier * _scale(module.alpha, module.rank, module.rslora))
         down, up = t["down"], t["up"]
-        up2 = up.reshape(up.shape[0], -1)
+        up2 = up.reshape(up.shape[0], -1) * factor
+        down2 = down.reshape(down.shape[0], -1)
         if "mid" in t:
             # up·mid, then ·down: two BLAS contractions, not one naive sum over all five axes
             outer = np.tensordot(up2, t["mid"], axes=(1, 0))  # [out, r, kh, kw]
-            delta = np.tensordot(outer, down.reshape(down.shape[0], -1), axes=(1, 0))
+            delta = np.tensordot(outer, down2, axes=(1, 0))
             delta = np.moveaxis(delta, -1, 1)  # [out, kh, kw, in] -> [out, in, kh, kw]
+        elif len(shape) == 2:
+            delta = (down2.T @ up2.T).T
         else:
-            delta = up2 @ down.reshape(down.shape[0], -1)
-        scale = _scale(module.alpha, module.rank, module.rslora)
+            delta = up2 @ down2
     elif module.algorithm == "loha":
+        factor = np.float32(multiplier * _scale(module.alpha, module.rank))
+        w1a = t["hada_w1_a"] * factor
         if "hada_t1" in t:
-            w1 = _tucker(t["hada_t1"], t["hada_w1_a"], t["hada_w1_b"])
+            w1 = _tucker(t["hada_t1"], w1a, t["hada_w1_b"])
             w2 = _tucker(t["hada_t2"], t["hada_w2_a"], t["hada_w2_b"])
         else:
-            w1 = t["hada_w1_a"] @ t["hada_w1_b"]
+            w1 = w1a @ t["hada_w1_b"]
             w2 = t["hada_w2_a"] @ t["hada_w2_b"]
         delta = w1 * w2
-        scale = _scale(module.alpha, module.rank)
     else:
+        factor = np.float32(multiplier * _scale(module.alpha, module.rank))
         w1 = t["lokr_w1"] if "lokr_w1" in t else t["lokr_w1_a"] @ t["lokr_w1_b"]
+        w1 = w1 * factor
         if "lokr_w2" in t:
             w2 = t["lokr_w2"]
         elif "lokr_t2" in t:
@@ -78,13 +89,12 @@ def module_delta(module: LoraModule, shape: tuple[int, ...]) -> np.ndarray:
         if w2.ndim == 4 and w1.ndim == 2:
             w1 = w1[:, :, None, None]
         delta = np.kron(w1, w2)
-        scale = _scale(module.alpha, module.rank)
     if delta.size != math.prod(shape):
         raise LoraError(
             f"module {module.name} makes a change of shape {tuple(delta.shape)}, which does "
             f"not fit the weight's {tuple(shape)}"
         )
-    return (delta.reshape(shape) * np.float32(scale)).astype(np.float32)
+    return np.asarray(delta.reshape(shape), dtype=np.float32)
 
 
 @lru_cache(maxsize=8)
@@ -104,6 +114,18 @@ def _torch_shape(slots) -> tuple[int, ...]:
     if param.ldm_part is not None and slots[0].source == param.ldm:
         shape = (shape[0] * param.ldm_part[1], *shape[1:])
     return shape
+
+
+def _to_keras(slot, delta: np.ndarray) -> np.ndarray:
+    """``slot.to_keras(delta)``, without its copy for a whole linear weight: there the
+    keras layout is the transpose, which :func:`module_delta` made contiguous (a copy of
+    a full-size LoRA's changes takes seconds)."""
+    param = slot.param
+    if param.kind == "dense" and param.ldm_part is None and delta.ndim == 2:
+        value = delta.T
+        if value.shape == param.shape and value.flags.c_contiguous:
+            return value
+    return slot.to_keras(delta)
 
 
 def lora_deltas(
@@ -135,14 +157,14 @@ def lora_deltas(
             if not slots:
                 raise LoraError(_another(lora, family, f"the model has no {module.name}"))
             try:
-                delta = module_delta(module, _torch_shape(slots)) * np.float32(multiplier)
-                converted = [(slot, slot.to_keras(delta)) for slot in slots]
+                delta = module_delta(module, _torch_shape(slots), multiplier)
+                converted = [(slot, _to_keras(slot, delta)) for slot in slots]
             except (LoraError, CheckpointError) as error:
                 raise LoraError(_another(lora, family, str(error))) from error
             for slot, value in converted:
                 place = (slot.role, slot.position)
                 if place in deltas:
-                    deltas[place] = deltas[place] + value
+                    deltas[place] += value  # an array of this call's own
                 else:
                     deltas[place] = value
     return deltas

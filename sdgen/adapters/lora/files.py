@@ -160,7 +160,15 @@ def _read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     metadata: dict[str, str] = {}
     try:
         if path.suffix.lower() == ".safetensors":
-            metadata = _safetensors_metadata(path)
+            metadata, keys = _safetensors_header(path)
+            _refuse_other_families(path, dict.fromkeys(keys), metadata)
+            if keys and not any(_names_a_module(key) for key in keys):
+                # a checkpoint in the LoRA folder: refused from its header, not read whole
+                shown = ", ".join(sorted(keys)[:3])
+                raise LoraError(
+                    f"{path} is not a LoRA for SD 1.x/2.x: no key names a LoRA module ({shown}"
+                    f"{' and more' if len(keys) > 3 else ''})"
+                )
             loaded = _read_safetensors(path)
         else:
             loaded = read_torch_zip(path)
@@ -185,7 +193,14 @@ def _read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return tensors, metadata
 
 
-def _safetensors_metadata(path: Path) -> dict[str, str]:
+def _names_a_module(key: str) -> bool:
+    if key.startswith(("lora_unet_", "lora_te_")):
+        return kohya_part(key) is not None
+    return dotted_part(key) is not None
+
+
+def _safetensors_header(path: Path) -> tuple[dict[str, str], list[str]]:
+    """A safetensors file's ``__metadata__`` and tensor names, from its header alone."""
     try:
         with open(path, "rb") as handle:
             size = int.from_bytes(handle.read(8), "little")
@@ -194,8 +209,11 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
             header = json.loads(handle.read(size))
     except (OSError, ValueError) as error:
         raise LoraError(f"could not read LoRA {path} as safetensors: {error}") from error
-    found = header.get("__metadata__") if isinstance(header, dict) else None
-    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+    if not isinstance(header, dict):
+        raise LoraError(f"could not read LoRA {path} as safetensors: its header is no table")
+    found = header.get("__metadata__")
+    metadata = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+    return metadata, [str(key) for key in header if key != "__metadata__"]
 
 
 def _refuse_other_families(path: Path, tensors: dict, metadata: dict[str, str]) -> None:

@@ -61,14 +61,19 @@ class LoraLibrary:
         return sorted((p.stem for p in self._paths().values()), key=lambda n: (n.lower(), n))
 
     def resolve(self, name_or_path: str | os.PathLike) -> Path:
-        """The file of ``name_or_path``: a path to an existing file as it is, else a name
-        (a stem, with or without one of :data:`SUFFIXES`) looked up in the folder.
+        """The file of ``name_or_path``: a path to an existing file as it is, a path below
+        the folder (with or without its suffix), else a name (a stem, with or without one
+        of :data:`SUFFIXES`) looked up in the folder and its subfolders.
 
         Raises :class:`LoraError` saying where it looked when there is none.
         """
         given = Path(name_or_path).expanduser()
         if given.is_file():
             return given
+        for suffix in ("", *SUFFIXES):  # a path below the folder: chars/hero
+            below = self.folder / f"{name_or_path}{suffix}"
+            if not given.is_absolute() and below.is_file() and below.suffix.lower() in SUFFIXES:
+                return below
         name = str(name_or_path)
         stem = name[: -len(given.suffix)] if given.suffix.lower() in SUFFIXES else name
         found = self._paths().get(stem.lower())
