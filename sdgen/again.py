@@ -179,10 +179,10 @@ def _not_here(image, name: str | None, digest: str | None) -> str:
 
 def _missing_loras(hashes: dict, folder, prompt: str, settings: dict) -> list[Ignored]:
     """A note for each LoRA of ``Lora hashes`` that is not in the LoRA folder, or is
-    another file there (see ``sdgen.batch.loras.missing_loras``)."""
+    another file there (see ``sdgen.adapters.lora.uses.missing_loras``)."""
     if not hashes:
         return []
-    from .batch.loras import missing_loras
+    from .adapters.lora.uses import missing_loras
     from .config import GenerationConfig
 
     config = GenerationConfig(prompt=prompt, loras=settings.get("loras", ()))

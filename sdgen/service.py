@@ -128,7 +128,7 @@ def _warned(jobs: list[Job], request: GenerateRequest, say: Say | None) -> list[
     """``jobs``, after a warning for each negative prompt's LoRA tags, which are ignored
     (as in A1111), and refused (``LoraError``) when they merge LoRAs on a runtime that
     cannot."""
-    from .batch.loras import check_runtime, negative_warnings
+    from .adapters.lora.uses import check_runtime, negative_warnings
 
     for warning in negative_warnings(jobs) if say is not None else ():
         say(warning)
@@ -164,8 +164,8 @@ def _read_jobs(request: GenerateRequest, say: Say | None):
             say(f"using checkpoint {request.checkpoint} ...")
         model = checkpoint_model(request.checkpoint).name
     settings = dict(request.settings)
+    from .adapters.lora.uses import LoraFinder
     from .adapters.textual_inversion import EmbeddingLibrary
-    from .batch.loras import LoraFinder
     from .sweep import parse_axes
     from .text.dynamic import DynamicPrompts
 

@@ -121,7 +121,7 @@ def reuse_tiny_pipelines(request, monkeypatch):
             keras.mixed_precision.set_global_policy("float32")
             # the embeddings folder of this load (by default under this test's home)
             _TINY_PIPELINES[key].embeddings = EmbeddingLibrary(options.get("embeddings_dir"))
-            from sdgen.batch.loras import LoraFinder
+            from sdgen.adapters.lora.uses import LoraFinder
 
             # and its LoRA folder; and no LoRA an earlier test merged is left merged
             pipeline = _TINY_PIPELINES[key]

@@ -87,7 +87,7 @@ def made(run_cli, out, *args):
 
 
 def test_a_lora_changes_the_image_weight_0_is_none_and_a_tag_is_the_flag(run_cli, loras, hermetic):
-    from sdgen.batch.loras import a1111_hash
+    from sdgen.adapters.lora.uses import a1111_hash
 
     plain = made(run_cli, "plain.png", "a castle")
     flag = made(run_cli, "flag.png", "a castle", "--lora", "style:0.8")

@@ -5,9 +5,7 @@
   ``Failure``.
 - ``naming``: ``--name-template`` fields and each image's file name.
 - ``checks``: what a job is refused for when it is read, and the embeddings and LoRAs
-  its prompts use.
-- ``loras``: a job's LoRAs (``--lora`` and ``<lora:...>`` tags), found and read before
-  any model loads, as ``LoraUse`` records; A1111's LoRA hash.
+  its prompts use (a job's LoRAs are found and read by ``sdgen.adapters.lora.uses``).
 - ``identity``: an image's manifest fields, resume identity and infotext, assembled from
   each feature's contribution.
 - ``resume``: what an earlier run made: its seeds, finished files and lost lines.

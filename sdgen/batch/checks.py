@@ -39,7 +39,7 @@ def check_text(job: Job, sources) -> Job:
 @dataclass(frozen=True)
 class TextSources:
     """Where prompts find what they name: textual-inversion embeddings (an
-    ``EmbeddingLibrary``) and LoRAs (a ``sdgen.batch.loras.LoraFinder``)."""
+    ``EmbeddingLibrary``) and LoRAs (a ``sdgen.adapters.lora.uses.LoraFinder``)."""
 
     embeddings: object
     loras: object

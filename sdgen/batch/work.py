@@ -23,7 +23,7 @@ class Job:
 
     embeddings: ``(name, sha256)`` of each textual-inversion embedding its prompts use,
         found when the job was checked (``sdgen.service.read_jobs``), for its identity.
-    loras: the ``sdgen.batch.loras.LoraUse`` of each LoRA it merges (its config's and
+    loras: the ``sdgen.adapters.lora.uses.LoraUse`` of each LoRA it merges (its config's and
         its prompt's tags), found and read when the job was checked.
     sweep: where the job sits in a sweep (a ``sdgen.sweep.SweepCell``), or None.
     template: the dynamic prompt its prompts were expanded from (None: plain text). With

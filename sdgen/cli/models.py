@@ -133,7 +133,7 @@ def models_command(embeddings_dir, lora_dir, as_json):
 
 def _loras(folder) -> tuple[Path, list[dict]]:
     """The LoRA folder and ``describe()`` of its LoRAs."""
-    from ..batch.loras import library
+    from ..adapters.lora.uses import library
 
     found = library(folder)
     return Path(found.folder), found.describe()

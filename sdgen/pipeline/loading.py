@@ -69,8 +69,8 @@ def load_pipeline(
         name [``$SDGEN_HOME/loras``]; files are read when a config asks for them and
         merged by ``pipeline.generate`` (see ``Pipeline.use_loras``).
     """
+    from ..adapters.lora.uses import LoraFinder
     from ..adapters.textual_inversion import EmbeddingLibrary
-    from ..batch.loras import LoraFinder
     from ..provision import provide_weights
 
     if runtime not in RUNTIMES:  # before any weight is resolved, let alone downloaded

@@ -86,7 +86,7 @@ class Pipeline:
         #: ``sdgen.adapters.textual_inversion.EmbeddingLibrary``, set by ``load_pipeline``
         self.embeddings = None
         #: where ``config.loras`` and ``<lora:...>`` tags find LoRAs: a
-        #: ``sdgen.batch.loras.LoraFinder``, set by ``load_pipeline`` (None: the default
+        #: ``sdgen.adapters.lora.uses.LoraFinder``, set by ``load_pipeline`` (None: the default
         #: folder, ``$SDGEN_HOME/loras``)
         self.loras = None
         #: what is merged into the backend's weights now: ``(path, sha256, te, unet)`` of
@@ -201,7 +201,7 @@ class Pipeline:
 
     def use_loras(self, config: GenerationConfig) -> None:
         """Merge into the networks' weights the LoRAs ``config`` asks for (its ``loras``
-        and its prompt's ``<lora:...>`` tags; see :mod:`sdgen.batch.loras`), in place of
+        and its prompt's ``<lora:...>`` tags; see :mod:`sdgen.adapters.lora.uses`), in place of
         those merged for an earlier config. Nothing is done when the set is the one
         already merged, so the jobs of a prompts file that share LoRAs merge once; a
         config with none after one with some restores the weights (``{}``). The
@@ -209,7 +209,7 @@ class Pipeline:
         touches (``set_weight_deltas``). A LoRA of weight 0 is left out: it changes
         nothing. ``LoraError`` when a LoRA cannot be found or used, or the runtime
         cannot merge."""
-        from ..batch.loras import LoraFinder, check_family, requested
+        from ..adapters.lora.uses import LoraFinder, check_family, requested
 
         wanted = [r for r in requested(config) if r.te or r.unet]
         if not wanted and self._merged == ():

@@ -8,7 +8,9 @@ them into weight changes of the text encoder and U-Net.
 - ``keys``: the module-name tables, built from the checkpoint name index;
 - ``deltas``: :func:`lora_deltas`, the summed ``ΔW`` per keras weight;
 - ``library``: :class:`LoraLibrary`, a folder of LoRAs by name;
-- ``apply``: :func:`apply_deltas_to_keras`, merge and restore in built Keras networks.
+- ``apply``: :func:`apply_deltas_to_keras`, merge and restore in built Keras networks;
+- ``uses``: the LoRAs a generation config asks for (``--lora`` and ``<lora:...>`` tags),
+  found and read before any model loads, as ``LoraUse`` records; A1111's LoRA hash.
 
 Nothing here imports TensorFlow or torch.
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..text.lora_tags import LoraRequest, combined, lora_tags
+from ...text.lora_tags import LoraRequest, combined, lora_tags
 
 #: Families whose LoRAs are told apart by their text encoder's width; another family
 #: (the tiny test model) is checked only by the shapes when the deltas are made.
@@ -76,7 +76,7 @@ def negative_warnings(jobs) -> list[str]:
 
 def library(folder: Path | None):
     """The ``sdgen.adapters.lora.LoraLibrary`` of ``folder`` [``$SDGEN_HOME/loras``]."""
-    from ..adapters.lora import LoraLibrary
+    from .library import LoraLibrary
 
     return LoraLibrary(folder)
 
@@ -119,7 +119,7 @@ class LoraFinder:
         check_family(lora, family)
         if lora.family is not None or (lora.sha256, family.name) in self._fits:
             return
-        from ..adapters.lora import lora_deltas
+        from .deltas import lora_deltas
 
         lora_deltas([(lora, 1.0, 1.0)], family.name, family.widths)
         self._fits.add((lora.sha256, family.name))
@@ -150,7 +150,7 @@ def missing_loras(hashes: dict, folder: Path | None, config) -> list[str]:
     raises ``LoraError`` naming that file, rather than failing later with "not found"."""
     if not hashes:
         return []
-    from ..adapters.lora import LoraError
+    from .errors import LoraError
 
     found = library(folder)
     asked = {request.name for request in requested(config)}
@@ -194,10 +194,10 @@ def _hashes_of(found) -> dict[str, Path]:
 def check_runtime(runtime: str) -> None:
     """Refuse (``LoraError``) LoRAs on a runtime whose backend cannot merge them (has no
     ``set_weight_deltas``), before anything loads."""
-    from ..adapters.lora import LoraError
+    from .errors import LoraError
 
     if runtime == "openvino":
-        from ..runtimes.openvino import OpenVinoBackend
+        from ...runtimes.openvino import OpenVinoBackend
 
         if not hasattr(OpenVinoBackend, "set_weight_deltas"):
             raise LoraError("LoRAs need the TensorFlow runtime for now (--runtime tensorflow)")
@@ -206,7 +206,7 @@ def check_runtime(runtime: str) -> None:
 def check_family(lora, family) -> None:
     """Refuse ``lora`` (a ``LoraFile``) when its file says it is for another family
     than the model's."""
-    from ..adapters.lora import LoraError
+    from .errors import LoraError
 
     found = getattr(lora, "family", None)
     if family.name in _KNOWN_FAMILIES and found in _KNOWN_FAMILIES and found != family.name:
