@@ -74,6 +74,7 @@ export SDGEN_REQUIRE_REFERENCE=1
 sd=tests/reference/test_checkpoints_vs_diffusers.py
 openvino=tests/test_openvino_full_size.py
 end_to_end=tests/reference/test_import_end_to_end.py
+lora=tests/reference/test_lora_vs_diffusers.py
 
 # the light lane, in the background
 mkdir -p .test-logs
@@ -92,8 +93,12 @@ phase "full-size SD 1.5 conversion" pytest_run "$sd" -k "not sd21" "$@"
 phase "full-size SD 2.1 conversion" pytest_run "$sd" -k "sd21" "$@"
 phase "full-size OpenVINO" pytest_run "$openvino" "$@"
 phase "full-size import end to end" pytest_run "$end_to_end" "$@"
+# LoRA merging against diffusers' fuse_lora: each format in a process of its own (two
+# in one process held 24 GB and were killed)
+phase "full-size LoRA (kohya)" pytest_run "$lora" -k "full_size and kohya" "$@"
+phase "full-size LoRA (PEFT)" pytest_run "$lora" -k "full_size and peft" "$@"
 SDGEN_TEST_LANE=heavy phase "other full-size checks" pytest_run \
-    --deselect "$sd" --deselect "$openvino" --deselect "$end_to_end" "$@"
+    --deselect "$sd" --deselect "$openvino" --deselect "$end_to_end" --deselect "$lora" "$@"
 status=0
 wait "$light" || status=$?
 light=""

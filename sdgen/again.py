@@ -85,6 +85,7 @@ def again_request(
         model, note = find_model(recalled, image)
         notes.extend([note] if note else [])
     notes.extend(_missing_embeddings(recalled.embeddings, load.embeddings_dir))
+    notes.extend(_missing_loras(recalled.loras, load.lora_dir, prompt, settings))
     request = GenerateRequest(
         prompt=prompt,
         settings=settings,
@@ -174,6 +175,18 @@ def _not_here(image, name: str | None, digest: str | None) -> str:
         f"{image} was made with a model that is not here ({what}); import its checkpoint "
         f"with `sdgen import PATH --name {suggested}`, or choose one with --model NAME"
     )
+
+
+def _missing_loras(hashes: dict, folder, prompt: str, settings: dict) -> list[Ignored]:
+    """A note for each LoRA of ``Lora hashes`` that is not in the LoRA folder, or is
+    another file there (see ``sdgen.adapters.lora.uses.missing_loras``)."""
+    if not hashes:
+        return []
+    from .adapters.lora.uses import missing_loras
+    from .config import GenerationConfig
+
+    config = GenerationConfig(prompt=prompt, loras=settings.get("loras", ()))
+    return [Ignored(note) for note in missing_loras(hashes, folder, config)]
 
 
 def _missing_embeddings(embeddings: dict, folder: Path | None) -> list[Ignored]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import ConfigError, PromptError
 from .noise import DEFAULT_RNG, check_rng
+from .text.lora_tags import LoraRequest, lora_requests, lora_tags
 from .text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_LABELS, EMPHASIS_MODES
 
 #: Largest seed accepted, as in AUTOMATIC1111 (seeds are unsigned 32-bit there).
@@ -75,6 +76,9 @@ class GenerationConfig:
     seed_resize_from: A1111's "Resize seed from": ``(width, height)`` (or ``"WxH"``) to
         draw the noise at and centre in the image, keeping a seed's composition at a new
         size [None].
+    loras: the LoRAs to merge (``LoraRequest``s; ``"name:0.8"`` strings and
+        ``{"name": ..., "weight": ...}`` mappings are taken too), besides those the
+        prompt's ``<lora:name:0.8>`` tags ask for [none] (see :mod:`sdgen.text.lora_tags`).
     """
 
     prompt: str
@@ -93,6 +97,7 @@ class GenerationConfig:
     subseed: int | None = None
     subseed_strength: float = 0.0
     seed_resize_from: tuple[int, int] | None = None
+    loras: tuple[LoraRequest, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -132,6 +137,8 @@ class GenerationConfig:
         get_sampler(self.sampler)
         self._check_text_settings()
         self._check_noise()
+        object.__setattr__(self, "loras", lora_requests(self.loras))
+        lora_tags(self.prompt)  # a tag's bad weight is refused here, like a bad --lora
 
     def _check_noise(self) -> None:
         object.__setattr__(self, "rng", check_rng(self.rng))

@@ -57,6 +57,8 @@ class Recalled:
     settings: ``GenerationConfig`` fields (besides ``prompt``) the infotext sets.
     model_name / model_hash: its ``Model`` and ``Model hash``, or None.
     embeddings: ``{name: shorthash}`` from ``TI hashes``.
+    loras: ``{name: shorthash}`` from ``Lora hashes`` (the ``<lora:...>`` tags that ask
+        for them are in the prompt, as A1111 keeps them).
     ignored: what sdgen did not follow, in infotext order.
     source: who wrote it, one of ``SOURCES``.
     """
@@ -66,6 +68,7 @@ class Recalled:
     model_name: str | None = None
     model_hash: str | None = None
     embeddings: dict = field(default_factory=dict)
+    loras: dict = field(default_factory=dict)
     ignored: tuple[Ignored, ...] = ()
     source: str = "a1111"
 
@@ -114,6 +117,7 @@ def recall(parameters: ImageParameters) -> Recalled:
         model_name=given.get("Model") or None,
         model_hash=given.get("Model hash") or None,
         embeddings=_embeddings(given.get("TI hashes", "")),
+        loras=_embeddings(given.get("Lora hashes", "")),
         ignored=tuple(ignored),
         source=source,
     )
@@ -163,8 +167,21 @@ def _read_resize(key, value):
         raise ConfigError(f"infotext {key}: {error}") from None
 
 
+def _read_lora_options(key, value):
+    """sdgen's ``Lora options``: the ``--lora`` values (or ``GenerationConfig.loras``) an
+    image was made with, which its prompt's tags do not show."""
+    from .text.lora_tags import lora_requests
+
+    texts = [part.strip() for part in value.strip().strip('"').split(",") if part.strip()]
+    try:
+        return {"loras": lora_requests(texts)}
+    except ConfigError as error:
+        raise ConfigError(f"infotext {key}: {error}") from None
+
+
 #: The keys read into settings, and how.
 _READERS = {
+    "Lora options": _read_lora_options,
     "Steps": lambda key, value: {"steps": _whole(key, value)},
     "CFG scale": lambda key, value: {"guidance_scale": _number(key, value)},
     "Seed": lambda key, value: {"seed": _whole(key, value)},
@@ -177,7 +194,7 @@ _READERS = {
 }
 #: Keys read elsewhere in ``recall`` (sampler, noise and model).
 _SAMPLING_KEYS = ("Sampler", "Schedule type", "RNG", "ENSD", "Eta", "Sampler RNG")
-_MODEL_KEYS = ("Model", "Model hash", "TI hashes", "Version")
+_MODEL_KEYS = ("Model", "Model hash", "TI hashes", "Lora hashes", "Version")
 #: Keys each writer puts there that do not change an SD 1.x/2.x image sdgen makes.
 _UNUSED = {
     "sdgen": _MODEL_KEYS,

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
+from .batch.checks import TextSources, check_text
 from .batch.executors import LoadOptions
 from .batch.run import Failed, Saved
 from .batch.work import EXIT_SOME_FAILED, Failure, Job, OutputOptions, Plan
-from .catalog import get_model_spec
 from .config import GenerationConfig
 from .errors import SdgenError, UsageError
 
@@ -124,6 +124,19 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
     return jobs, failures
 
 
+def _warned(jobs: list[Job], request: GenerateRequest, say: Say | None) -> list[Job]:
+    """``jobs``, after a warning for each negative prompt's LoRA tags, which are ignored
+    (as in A1111), and refused (``LoraError``) when they merge LoRAs on a runtime that
+    cannot."""
+    from .adapters.lora.uses import check_runtime, negative_warnings
+
+    for warning in negative_warnings(jobs) if say is not None else ():
+        say(warning)
+    if any(job.loras for job in jobs):
+        check_runtime(request.load.runtime)
+    return jobs
+
+
 def _read_jobs(request: GenerateRequest, say: Say | None):
     """``read_jobs``, and the ``expand(job, seed)`` that ``plan`` gives each image of a
     random template."""
@@ -151,17 +164,21 @@ def _read_jobs(request: GenerateRequest, say: Say | None):
             say(f"using checkpoint {request.checkpoint} ...")
         model = checkpoint_model(request.checkpoint).name
     settings = dict(request.settings)
+    from .adapters.lora.uses import LoraFinder
     from .adapters.textual_inversion import EmbeddingLibrary
     from .sweep import parse_axes
     from .text.dynamic import DynamicPrompts
 
     axes = parse_axes(request.sweep, settings)  # every value checked before any line
-    embeddings = EmbeddingLibrary(request.load.embeddings_dir)
+    sources = TextSources(
+        EmbeddingLibrary(request.load.embeddings_dir), LoraFinder(request.load.lora_dir)
+    )
     dynamic = DynamicPrompts(request.prompt_mode, request.wildcards_dir)
-    expand = _expander(dynamic, embeddings)
+    expand = _expander(dynamic, sources)
     if request.prompts_file is None:
         job = Job(GenerationConfig(prompt=request.prompt, **settings), model)
-        return _confirmed(_jobs_of(job, axes, dynamic, embeddings), request), [], expand
+        jobs = _warned(_jobs_of(job, axes, dynamic, sources), request, say)
+        return _confirmed(jobs, request), [], expand
     from .batch.prompts_file import read_prompts_file
     from .errors import DynamicPromptError
 
@@ -176,15 +193,15 @@ def _read_jobs(request: GenerateRequest, say: Say | None):
             job = Job(
                 GenerationConfig(prompt=line.prompt, **overrides), line_model, line.line_number
             )
-            jobs += _jobs_of(job, axes, dynamic, embeddings)
+            jobs += _jobs_of(job, axes, dynamic, sources)
         except DynamicPromptError as error:
             raise DynamicPromptError(f"line {line.line_number}: {error}") from None
         except SdgenError as error:
             failures.append(Failure(str(error), line.line_number))
-    return _confirmed(jobs, request), failures, expand
+    return _confirmed(_warned(jobs, request, say), request), failures, expand
 
 
-def _expander(dynamic, embeddings) -> Callable[[Job, int], Job]:
+def _expander(dynamic, sources) -> Callable[[Job, int], Job]:
     """``expand(job, seed)``: the checked job of the image of ``seed`` of a job whose
     random template each image expands (a prompt it makes that cannot be used raises,
     naming the line and the seed)."""
@@ -194,7 +211,7 @@ def _expander(dynamic, embeddings) -> Callable[[Job, int], Job]:
             prompt, negative = dynamic.expand(job.template, seed)
             config = replace(job.config, prompt=prompt, negative_prompt=negative)
             template = replace(job.template, per_image=False)
-            return check_text(replace(job, config=config, template=template), embeddings)
+            return check_text(replace(job, config=config, template=template), sources)
         except UsageError as error:
             where = f"line {job.line_number}, " if job.line_number is not None else ""
             raise type(error)(f"{where}seed {seed}: {error}") from None
@@ -202,34 +219,34 @@ def _expander(dynamic, embeddings) -> Callable[[Job, int], Job]:
     return expand
 
 
-def _dynamic_jobs(job: Job, dynamic, embeddings) -> list[Job]:
+def _dynamic_jobs(job: Job, dynamic, sources) -> list[Job]:
     """``job`` checked (``check_text``); with a dynamic prompt, one checked job per
     expansion of a combinatorial template, or ``job`` with its random template, which
     each image expands with its seed when the batch is planned."""
     config = job.config
     template = dynamic.template(config.prompt, config.negative_prompt)
     if template is None:
-        return [check_text(job, embeddings)]
+        return [check_text(job, sources)]
     if template.per_image:
-        return [replace(check_text(job, embeddings), template=template)]
+        return [replace(check_text(job, sources), template=template)]
     return [
         check_text(
             replace(job, config=replace(config, prompt=p, negative_prompt=n), template=template),
-            embeddings,
+            sources,
         )
         for p, n in dynamic.combinations(template)
     ]
 
 
-def _jobs_of(job: Job, axes, dynamic, embeddings) -> list[Job]:
+def _jobs_of(job: Job, axes, dynamic, sources) -> list[Job]:
     """The checked jobs of ``job``: one per expansion of its dynamic prompt
     (``_dynamic_jobs``), and each of those one per cell of the sweep ``axes``."""
     from .sweep import expand as sweep_cells
 
     jobs = []
-    for expanded in _dynamic_jobs(job, dynamic, embeddings):
+    for expanded in _dynamic_jobs(job, dynamic, sources):
         cells = sweep_cells(expanded, axes)
-        jobs += [check_text(cell, embeddings) for cell in cells] if axes else cells
+        jobs += [check_text(cell, sources) for cell in cells] if axes else cells
     return jobs
 
 
@@ -242,30 +259,6 @@ def _confirmed(jobs: list[Job], request: GenerateRequest) -> list[Job]:
     if request.sweep and images > CONFIRM_ABOVE and not request.yes:
         raise SweepTooLargeError(images)
     return jobs
-
-
-def check_text(job: Job, embeddings) -> Job:
-    """``job`` with the embeddings its prompts use, after refusing, before any weights
-    load, what its model's text encoder cannot take: an unknown model, a clip skip out
-    of range, an embedding that cannot be read or is of another width."""
-    from .families import family_of
-    from .networks.text_states import check_clip_skip
-    from .text.conditioning import TextOptions, prompt_chunks
-    from .text.tokenizer import load_tokenizer
-
-    family = family_of(get_model_spec(job.model))
-    config = job.config
-    check_clip_skip(config.clip_skip, family.widths.text_layers)
-    chunks = prompt_chunks(
-        load_tokenizer(),
-        config.negative_prompt,
-        config.prompt,
-        TextOptions(config.emphasis, config.clip_skip),
-        embeddings,
-        family.widths.text,
-    )
-    used = {name: e.sha256 for part in chunks for name, e in part.embeddings.items()}
-    return replace(job, embeddings=tuple(sorted(used.items())))
 
 
 def make_executor(request: GenerateRequest, say: Say | None = None, download_progress=None):

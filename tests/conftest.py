@@ -121,6 +121,14 @@ def reuse_tiny_pipelines(request, monkeypatch):
             keras.mixed_precision.set_global_policy("float32")
             # the embeddings folder of this load (by default under this test's home)
             _TINY_PIPELINES[key].embeddings = EmbeddingLibrary(options.get("embeddings_dir"))
+            from sdgen.adapters.lora.uses import LoraFinder
+
+            # and its LoRA folder; and no LoRA an earlier test merged is left merged
+            pipeline = _TINY_PIPELINES[key]
+            pipeline.loras = LoraFinder(options.get("lora_dir"))
+            if pipeline._merged != ():
+                pipeline.backend.set_weight_deltas({})
+                pipeline._merged = ()
         return _TINY_PIPELINES[key]
 
     monkeypatch.setattr(sdgen.pipeline, "load_pipeline", load_pipeline)

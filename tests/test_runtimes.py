@@ -115,8 +115,10 @@ def test_converted_networks_are_cached_and_reused_without_keras(
         "decoder-128x128.bin",
         "decoder-128x128.xml",
         "diffusion_model-128x128-ctx77-in4.bin",
+        "diffusion_model-128x128-ctx77-in4.weights.json",  # where each weight is, for LoRAs
         "diffusion_model-128x128-ctx77-in4.xml",
         "text_encoder.bin",
+        "text_encoder.weights.json",
         "text_encoder.xml",
     ]  # and no staging folder left behind
 

@@ -4,6 +4,8 @@
 - ``work``: the units as data: ``Job``, ``OutputOptions``, ``PlannedImage``, ``Plan``,
   ``Failure``.
 - ``naming``: ``--name-template`` fields and each image's file name.
+- ``checks``: what a job is refused for when it is read, and the embeddings and LoRAs
+  its prompts use (a job's LoRAs are found and read by ``sdgen.adapters.lora.uses``).
 - ``identity``: an image's manifest fields, resume identity and infotext, assembled from
   each feature's contribution.
 - ``resume``: what an earlier run made: its seeds, finished files and lost lines.

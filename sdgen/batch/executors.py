@@ -59,6 +59,8 @@ class LoadOptions:
     runtime: str = "tensorflow"
     #: where prompts find textual-inversion embeddings [``$SDGEN_HOME/embeddings``]
     embeddings_dir: Path | None = None
+    #: where ``--lora NAME`` and ``<lora:NAME>`` find LoRAs [``$SDGEN_HOME/loras``]
+    lora_dir: Path | None = None
 
 
 def prepare_weights(options: LoadOptions, model: str, download_progress=None, say=None) -> None:
@@ -151,6 +153,7 @@ class LocalExecutor:
             download_progress=self.download_progress,
             runtime=self.options.runtime,
             embeddings_dir=self.options.embeddings_dir,
+            lora_dir=self.options.lora_dir,
         )
 
     def _make_room(self, model: str) -> None:

@@ -135,6 +135,40 @@ def _text_infotext(fields: dict) -> dict:
     return settings
 
 
+def _loras(image: PlannedImage) -> dict:
+    """The LoRAs merged: ``loras`` (name, sha256, te and unet weights: the identity) and
+    ``lora_files`` (each one's file and A1111's hash), both only when there are any."""
+    uses = image.job.loras
+    if not uses:
+        return {}
+    fields = {
+        "loras": [use.identity() for use in uses],
+        "lora_files": {use.name: use.record() for use in uses},
+    }
+    options = [request.text for request in image.job.config.loras]
+    if options:  # what the prompt's tags do not show: recorded, not identity
+        fields["lora_options"] = options
+    return fields
+
+
+def _loras_infotext(fields: dict) -> dict:
+    """A1111's ``Lora hashes: "name: shorthash, ..."`` (names without ``:`` and ``,``,
+    as A1111 writes them); the ``<lora:...>`` tags stay in the recorded prompt. The
+    LoRAs asked for apart from the tags (``--lora``) have sdgen's ``Lora options:
+    "style:0.8, ..."``, so ``sdgen again`` merges them too."""
+    files = fields.get("lora_files") or {}
+    if not files:
+        return {}
+    hashes = ", ".join(
+        f"{name.replace(':', '').replace(',', '')}: {(r.get('a1111_hash') or r['sha256'])[:12]}"
+        for name, r in files.items()
+    )
+    settings = {"Lora hashes": f'"{hashes}"'}
+    if fields.get("lora_options"):  # sdgen's: the LoRAs given apart from the prompt's tags
+        settings["Lora options"] = f'"{", ".join(fields["lora_options"])}"'
+    return settings
+
+
 def _noise(image: PlannedImage) -> dict:
     config = image.job.config
     subseed = None if config.subseed is None else config.subseed + image.k
@@ -190,7 +224,13 @@ def _template_seedless(fields: dict) -> dict:
         fields.get("negative_prompt_template", fields.get("negative_prompt")),
         _hashable(fields.get("wildcards") or {}),
     )
-    return {"prompt": source, "negative_prompt": None, "prompt_syntax": None, "embeddings": None}
+    return {
+        "prompt": source,
+        "negative_prompt": None,
+        "prompt_syntax": None,
+        "embeddings": None,
+        "loras": None,  # a tag in the template: the seed chooses
+    }
 
 
 CONTRIBUTORS: list[Contributor] = [
@@ -221,6 +261,13 @@ CONTRIBUTORS: list[Contributor] = [
         identity=("prompt_syntax", "clip_skip", "embeddings"),
         legacy={"prompt_syntax": "plain", "clip_skip": 1, "embeddings": {}},
         infotext=_text_infotext,
+    ),
+    Contributor(
+        "loras",
+        _loras,
+        identity=("loras",),
+        legacy={"loras": []},
+        infotext=_loras_infotext,
     ),
     Contributor(
         "noise",
@@ -311,7 +358,8 @@ def infotext(fields: dict) -> str:
 def settings_from_infotext(text: str) -> dict:
     """The ``GenerationConfig`` settings (and ``model``) an infotext written by
     :func:`infotext` records, read back (:func:`sdgen.recall.recall`): what A1111's "PNG
-    info" would restore. ``embeddings`` is ``{name: shorthash}`` from ``TI hashes``."""
+    info" would restore. ``embeddings`` is ``{name: shorthash}`` from ``TI hashes``,
+    ``lora_hashes`` the same from ``Lora hashes``."""
     from ..output.info import parameters_from_text
     from ..recall import recall
     from ..text.prompt_syntax import DEFAULT_EMPHASIS
@@ -322,4 +370,5 @@ def settings_from_infotext(text: str) -> dict:
     if recalled.model_name is not None:
         settings["model"] = recalled.model_name
     settings["embeddings"] = recalled.embeddings
+    settings["lora_hashes"] = recalled.loras
     return settings

@@ -8,15 +8,18 @@ A line is one of three kinds, and each may override the command's options for it
        --prompt "a castle at dusk" --negative_prompt blurry --seed 42 --steps 30
        --cfg_scale 7 --width 512 --height 512 --sampler_name "Euler a" --batch_size 2
        --n_iter 3 --model sd-v1.4 --clip_skip 2 --emphasis "No norm"
+       --lora style:0.8 detail:0.5
 
    (on one line). As in AUTOMATIC1111, values may be quoted or not: a tag's value is
    every following word up to the next one starting with ``--``. ``--n_iter`` batches of
    ``--batch_size`` images make ``n_iter * batch_size`` images; ``--seed -1`` means a
-   random seed;
+   random seed; ``--lora`` (sdgen's, not A1111's: A1111 takes only the prompt's
+   ``<lora:...>`` tags, which work here too) takes one or more ``NAME[:WEIGHT]``;
 3. JSON Lines, a line starting with ``{``: an object whose keys are ``GenerationConfig``
    field names plus ``model``, e.g. ``{"prompt": "a cat", "seed": 3, "clip_skip": 2}``.
    ``null`` is accepted for ``seed``, ``width`` and ``height`` (random seed, the model's
-   size).
+   size). ``loras`` (or ``lora``) is a list of ``"NAME:WEIGHT"`` strings or
+   ``{"name": ..., "weight": ...}`` objects (``te``/``unet`` for separate weights).
 
 A bad line does not stop the file from being read: it comes back with ``error`` set, so
 a batch can report it and carry on with the other lines.
@@ -70,6 +73,7 @@ _INT_KEYS = {
 _STR_KEYS = {"prompt", "negative_prompt", "sampler", "emphasis", "model", "rng"}
 _NUMBER_KEYS = {"guidance_scale", "subseed_strength"}
 _SIZE_KEYS = {"seed_resize_from"}  # "WxH" or [width, height]
+_LIST_KEYS = {"loras"}  # "NAME:WEIGHT", or a list of those or of {"name": ..., "weight": ...}
 #: None means "random" / "the model's size" / "none"
 _NULLABLE_KEYS = {"seed", "width", "height", "subseed", "seed_resize_from"}
 
@@ -93,6 +97,7 @@ A1111_TAGS = {
     "subseed_strength": ("subseed_strength", float),
     "seed_resize_from_w": ("seed_resize_from_w", int),
     "seed_resize_from_h": ("seed_resize_from_h", int),
+    "lora": ("loras", list),
 }
 _SUPPORTED_TAGS = ", ".join(f"--{tag}" for tag in A1111_TAGS)
 
@@ -210,17 +215,7 @@ def _typed_a1111_settings(values: dict[str, str]) -> dict:
     settings: dict = {}
     for tag, value in values.items():
         key, kind = A1111_TAGS[tag]
-        if kind is int:
-            if not _WHOLE_NUMBER.fullmatch(value.strip()):
-                raise _LineError(f"--{tag} needs a whole number, got {value!r}")
-            settings[key] = int(value)
-        elif kind is float:
-            try:
-                settings[key] = float(value)
-            except ValueError:
-                raise _LineError(f"--{tag} needs a number, got {value!r}") from None
-        else:
-            settings[key] = value
+        settings[key] = _typed_value(tag, kind, value)
     if settings.get("seed") == -1:  # AUTOMATIC1111's "random seed"
         settings["seed"] = None
     resize = settings.pop("seed_resize_from_w", None), settings.pop("seed_resize_from_h", None)
@@ -237,6 +232,49 @@ def _typed_a1111_settings(values: dict[str, str]) -> dict:
     return settings
 
 
+def _typed_value(tag: str, kind: type, value: str):
+    """A tag's value as ``kind``: a checked number, a list of words, or the text."""
+    if kind is int:
+        if not _WHOLE_NUMBER.fullmatch(value.strip()):
+            raise _LineError(f"--{tag} needs a whole number, got {value!r}")
+        return int(value)
+    if kind is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise _LineError(f"--{tag} needs a number, got {value!r}") from None
+    if kind is list:  # words: NAME[:WEIGHT] each
+        return value.split()
+    return value
+
+
+def _singular_lora(data: dict) -> dict:
+    """``data`` with a ``lora`` key (as ``--lora`` is spelled) read as ``loras``."""
+    if "lora" in data:
+        if "loras" in data:
+            raise _LineError("give 'loras' or 'lora', not both")
+        data["loras"] = data.pop("lora")
+    return data
+
+
+def _json_type(key: str, value) -> tuple[bool, str]:
+    """Whether ``value`` has the JSON type of ``key``, and that type in words."""
+    if key in _INT_KEYS:
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif key in _STR_KEYS:
+        ok, expected = isinstance(value, str), "a string"
+    elif key in _NUMBER_KEYS:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        expected = "a number"
+    elif key in _LIST_KEYS:
+        ok, expected = isinstance(value, str | list | dict), "LoRAs (NAME:WEIGHT or a list)"
+    elif key in _SIZE_KEYS:
+        ok, expected = isinstance(value, str | list), 'a "WxH" string or [width, height]'
+    else:  # a GenerationConfig field this table has not met yet: its own check decides
+        ok, expected = True, ""
+    return ok, expected
+
+
 def _parse_json(text: str) -> dict:
     """The settings of a JSON line, with each value checked for its JSON type."""
     try:
@@ -247,7 +285,7 @@ def _parse_json(text: str) -> dict:
         raise _LineError("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise _LineError(f"a JSON line must be an object, got {type(data).__name__}")
-    for key, value in data.items():
+    for key, value in _singular_lora(data).items():
         if key not in JSON_KEYS:
             hint = (
                 f" (did you mean {_JSON_ALIASES[key]!r}?)"
@@ -257,17 +295,7 @@ def _parse_json(text: str) -> dict:
             raise _LineError(f"unknown key {key!r}{hint}; allowed: {', '.join(JSON_KEYS)}")
         if value is None and key in _NULLABLE_KEYS:
             continue
-        if key in _INT_KEYS:
-            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif key in _STR_KEYS:
-            ok, expected = isinstance(value, str), "a string"
-        elif key in _NUMBER_KEYS:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            expected = "a number"
-        elif key in _SIZE_KEYS:
-            ok, expected = isinstance(value, str | list), 'a "WxH" string or [width, height]'
-        else:  # a GenerationConfig field this table has not met yet: its own check decides
-            ok, expected = True, ""
+        ok, expected = _json_type(key, value)
         if not ok:
             raise _LineError(f"{key!r} must be {expected}, got {json.dumps(value)}")
     return dict(data)

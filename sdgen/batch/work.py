@@ -23,6 +23,8 @@ class Job:
 
     embeddings: ``(name, sha256)`` of each textual-inversion embedding its prompts use,
         found when the job was checked (``sdgen.service.read_jobs``), for its identity.
+    loras: the ``sdgen.adapters.lora.uses.LoraUse`` of each LoRA it merges (its config's and
+        its prompt's tags), found and read when the job was checked.
     sweep: where the job sits in a sweep (a ``sdgen.sweep.SweepCell``), or None.
     template: the dynamic prompt its prompts were expanded from (None: plain text). With
         ``template.per_image``, ``config`` holds the template itself and each image
@@ -33,6 +35,7 @@ class Job:
     model: str
     line_number: int | None = None
     embeddings: tuple[tuple[str, str], ...] = ()
+    loras: tuple = ()
     sweep: object | None = None
     template: PromptTemplate | None = None
 

@@ -15,6 +15,7 @@ from .options import (
     embeddings_option,
     emphasis_option,
     guidance_option,
+    lora_dir_option,
     model_option,
     noise_options,
     reporting_options,
@@ -65,6 +66,9 @@ _OVERRIDES = (
 @click.option("--num-images", type=int, default=1, show_default=True, help="Images to make.")
 @model_option
 @embeddings_option("Folder of textual-inversion embeddings.  [default: $SDGEN_HOME/embeddings]")
+@lora_dir_option(
+    "Folder of LoRAs the prompt's <lora:NAME> tags find.  [default: $SDGEN_HOME/loras]"
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Output image file.")
 @click.option(
     "--outdir",
@@ -109,6 +113,7 @@ def again_command(ctx, image, quiet, as_json, debug, **options):
             offline=options["offline"],
             runtime=options["runtime"],
             embeddings_dir=options["embeddings_dir"],
+            lora_dir=options["lora_dir"],
         ),
     )
     say = reporter(quiet)

@@ -23,6 +23,7 @@ from .options import (
     embeddings_option,
     emphasis_option,
     guidance_option,
+    lora_dir_option,
     model_option,
     noise_options,
     parse_batch_size,
@@ -81,6 +82,8 @@ HELP_SECTIONS = {
         "emphasis",
         "clip_skip",
         "embeddings_dir",
+        "loras",
+        "lora_dir",
     ),
     "Sampling": (
         "steps",
@@ -142,6 +145,16 @@ HELP_SECTIONS = {
 )
 @embeddings_option(
     "Folder of textual-inversion embeddings (.pt, .safetensors, .bin) that prompts use by file name, or as embedding:NAME.  [default: $SDGEN_HOME/embeddings]"
+)
+@click.option(
+    "--lora",
+    "loras",
+    multiple=True,
+    metavar="NAME_OR_PATH[:WEIGHT]",
+    help="Merge a LoRA (or LyCORIS LoHa/LoKr) file, found by name in --lora-dir or by path; WEIGHT [1] multiplies it, NAME:TE:UNET gives the text encoder and U-Net their own. Repeat for more. Prompts may also say <lora:NAME:WEIGHT>.",
+)
+@lora_dir_option(
+    "Folder of LoRA files (.safetensors, .pt, .ckpt) that --lora and <lora:NAME> find by file name.  [default: $SDGEN_HOME/loras]"
 )
 @click.option(
     "--out",
@@ -253,6 +266,7 @@ def generate(prompt, prompts_file, quiet, as_json, debug, **options):
             mixed_precision=options["mixed_precision"],
             runtime=options["runtime"],
             embeddings_dir=options["embeddings_dir"],
+            lora_dir=options["lora_dir"],
         ),
         ray_address=options["ray_address"],
         ray_workers=options["ray_workers"],
@@ -345,4 +359,5 @@ _CONFIG_OPTIONS = (
     "subseed",
     "subseed_strength",
     "seed_resize_from",
+    "loras",
 )

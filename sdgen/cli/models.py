@@ -10,7 +10,7 @@ import click
 
 from ..errors import UsageError
 from ..registry import model_specs
-from .options import embeddings_option
+from .options import embeddings_option, lora_dir_option
 from .report import reporter, tensorflow_logs
 
 
@@ -52,8 +52,9 @@ def import_command(path, name, overwrite, prediction_type, default_size, quiet, 
 
 @click.command("models")
 @embeddings_option("Folder of textual-inversion embeddings to list [$SDGEN_HOME/embeddings].")
+@lora_dir_option("Folder of LoRAs to list [$SDGEN_HOME/loras].")
 @click.option("--json", "as_json", is_flag=True, help="Print the lists as JSON.")
-def models_command(embeddings_dir, as_json):
+def models_command(embeddings_dir, lora_dir, as_json):
     """List the models `--model` accepts (built in and imported), whether their
     weights are here or what a first run downloads, and the textual-inversion
     embeddings a prompt can name.
@@ -63,7 +64,8 @@ def models_command(embeddings_dir, as_json):
     "download_bytes" what its first run downloads, null where unknown),
     "embeddings_folder" and "embeddings" (one object per file: name, path, vectors,
     width, sha256, the families whose text encoder is as wide, and an error for a file
-    that cannot be used).
+    that cannot be used), "loras_folder" and "loras" (name, path, format, family, rank,
+    and an error for a file that cannot be used).
     """
     from ..adapters.textual_inversion import EmbeddingLibrary
     from ..families import FAMILIES
@@ -92,8 +94,10 @@ def models_command(embeddings_dir, as_json):
         embedding["families"] = [
             name for name, family in FAMILIES.items() if family.widths.text == embedding["width"]
         ]
+    loras_folder, loras = _loras(lora_dir)
     if as_json:
         data = {"models": rows, "embeddings_folder": str(library.folder), "embeddings": embeddings}
+        data.update(loras_folder=str(loras_folder), loras=loras)
         click.echo(json.dumps(data, indent=2))
         return
     line = "{:16} {:6} {:13} {:>4}  {:30} {}".format
@@ -113,10 +117,35 @@ def models_command(embeddings_dir, as_json):
     if not embeddings:
         missing = "" if library.folder.is_dir() else " (the folder does not exist)"
         click.echo(f"no embeddings in {library.folder}{missing}")
+    else:
+        click.echo(f"embeddings in {library.folder}:")
+        for embedding in embeddings:
+            click.echo(f"{embedding['name']:24} {_embedding_summary(embedding)}")
+    click.echo()
+    if not loras:
+        missing = "" if Path(loras_folder).is_dir() else " (the folder does not exist)"
+        click.echo(f"no LoRAs in {loras_folder}{missing}")
         return
-    click.echo(f"embeddings in {library.folder}:")
-    for embedding in embeddings:
-        click.echo(f"{embedding['name']:24} {_embedding_summary(embedding)}")
+    click.echo(f"LoRAs in {loras_folder}:")
+    for lora in loras:
+        click.echo(f"{lora['name']:24} {_lora_summary(lora)}")
+
+
+def _loras(folder) -> tuple[Path, list[dict]]:
+    """The LoRA folder and ``describe()`` of its LoRAs."""
+    from ..adapters.lora.uses import library
+
+    found = library(folder)
+    return Path(found.folder), found.describe()
+
+
+def _lora_summary(lora: dict) -> str:
+    """``lora (kohya), sd-v1, rank 8``, or the reason a file cannot be used."""
+    if lora.get("error"):
+        return f"unusable: {lora['error']}"
+    rank = lora.get("rank")
+    ranked = f", rank {rank}" if rank is not None else ""
+    return f"{lora.get('format')}, {lora.get('family') or 'unknown family'}{ranked}"
 
 
 def _embedding_summary(embedding: dict) -> str:

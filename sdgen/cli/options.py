@@ -38,6 +38,18 @@ def embeddings_option(help_text: str):
     )
 
 
+def lora_dir_option(help_text: str):
+    """``--lora-dir DIR`` (the parameter ``lora_dir``): the LoRA folder
+    [``$SDGEN_HOME/loras``]."""
+    return click.option(
+        "--lora-dir",
+        "lora_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help=help_text,
+    )
+
+
 def noise_options(command):
     """``--rng``, ``--subseed``, ``--subseed-strength`` and ``--seed-resize-from``."""
     for option in reversed(_NOISE_OPTIONS):

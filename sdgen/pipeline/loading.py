@@ -49,6 +49,7 @@ def load_pipeline(
     download_progress=None,
     runtime: str = "tensorflow",
     embeddings_dir: str | Path | None = None,
+    lora_dir: str | Path | None = None,
 ) -> Pipeline:
     """Resolve the weights of ``model`` and build its networks.
 
@@ -64,7 +65,11 @@ def load_pipeline(
     runtime: ``tensorflow`` or ``openvino`` (see :mod:`sdgen.runtimes`).
     embeddings_dir: the folder whose textual-inversion embeddings prompts may use by
         name [``$SDGEN_HOME/embeddings``]; files are read when a prompt uses them.
+    lora_dir: the folder whose LoRAs ``GenerationConfig.loras`` and ``<lora:NAME>`` tags
+        name [``$SDGEN_HOME/loras``]; files are read when a config asks for them and
+        merged by ``pipeline.generate`` (see ``Pipeline.use_loras``).
     """
+    from ..adapters.lora.uses import LoraFinder
     from ..adapters.textual_inversion import EmbeddingLibrary
     from ..provision import provide_weights
 
@@ -92,6 +97,7 @@ def load_pipeline(
         device = DeviceSettings(device="CPU", runtime="openvino")
         pipeline = Pipeline.with_backend(spec, load_tokenizer(), backend, device)
         pipeline.embeddings = EmbeddingLibrary(embeddings_dir and Path(embeddings_dir))
+        pipeline.loras = LoraFinder(lora_dir and Path(lora_dir))
         return pipeline
 
     device = detect_device(xla, mixed_precision)
@@ -110,6 +116,7 @@ def load_pipeline(
         device,
     )
     pipeline.embeddings = EmbeddingLibrary(embeddings_dir and Path(embeddings_dir))
+    pipeline.loras = LoraFinder(lora_dir and Path(lora_dir))
     return pipeline
 
 

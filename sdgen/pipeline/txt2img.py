@@ -85,6 +85,13 @@ class Pipeline:
         #: where prompts find textual-inversion embeddings by name (None: nowhere); an
         #: ``sdgen.adapters.textual_inversion.EmbeddingLibrary``, set by ``load_pipeline``
         self.embeddings = None
+        #: where ``config.loras`` and ``<lora:...>`` tags find LoRAs: a
+        #: ``sdgen.adapters.lora.uses.LoraFinder``, set by ``load_pipeline`` (None: the default
+        #: folder, ``$SDGEN_HOME/loras``)
+        self.loras = None
+        #: what is merged into the backend's weights now: ``(path, sha256, te, unet)`` of
+        #: each LoRA; None when unknown (a merge failed part-way), so the next job merges
+        self._merged: tuple | None = ()
 
     @property
     def text_encoder(self):
@@ -137,6 +144,8 @@ class Pipeline:
         auto = config.batch_size == AUTO_BATCH
         size = self.auto_batch_size(height, width) if auto else config.batch_size
         try:
+            # 0. merge the LoRAs this config asks for (when they are not merged already)
+            self.use_loras(config)
             # 1. encode prompt: negative and positive text states
             if conditioning is None:
                 options = TextOptions(config.emphasis, config.clip_skip)
@@ -189,6 +198,39 @@ class Pipeline:
                     "try --batch-size 1 or a smaller --width/--height"
                 ) from error
             raise
+
+    def use_loras(self, config: GenerationConfig) -> None:
+        """Merge into the networks' weights the LoRAs ``config`` asks for (its ``loras``
+        and its prompt's ``<lora:...>`` tags; see :mod:`sdgen.adapters.lora.uses`), in place of
+        those merged for an earlier config. Nothing is done when the set is the one
+        already merged, so the jobs of a prompts file that share LoRAs merge once; a
+        config with none after one with some restores the weights (``{}``). The
+        checkpoint is never read again: the backend keeps a copy of the tensors a merge
+        touches (``set_weight_deltas``). A LoRA of weight 0 is left out: it changes
+        nothing. ``LoraError`` when a LoRA cannot be found or used, or the runtime
+        cannot merge."""
+        from ..adapters.lora.uses import LoraFinder, check_family, requested
+
+        wanted = [r for r in requested(config) if r.te or r.unet]
+        if not wanted and self._merged == ():
+            return
+        if self.loras is None:
+            self.loras = LoraFinder()
+        files = [(self.loras.load(r.name), r.te, r.unet) for r in wanted]
+        key = tuple((str(f.path), f.sha256, te, unet) for f, te, unet in files)
+        if key == self._merged:
+            return
+        from ..adapters.lora import LoraError, lora_deltas
+
+        set_weight_deltas = getattr(self.backend, "set_weight_deltas", None)
+        if set_weight_deltas is None:
+            raise LoraError(f"LoRAs need the TensorFlow runtime for now ({self.device.runtime})")
+        for lora, _, _ in files:
+            check_family(lora, self.family)
+        deltas = lora_deltas(files, self.family.name, self.family.widths) if files else {}
+        self._merged = None  # unknown until the backend has taken every delta
+        set_weight_deltas(deltas)
+        self._merged = key
 
     def auto_batch_size(self, height: int, width: int) -> int:
         """The batch ``--batch-size auto`` uses at this size: the backend's estimate, or

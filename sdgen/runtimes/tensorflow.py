@@ -122,6 +122,8 @@ class TensorFlowBackend:
         self._networks: dict[NetworkSignature, Networks] = {}
         self._encode = self._function(lambda tokens, positions: text_encoder([tokens, positions]))
         self._text_states: dict[int, Callable] = {}  # compiled, per clip skip
+        #: The original value of each weight a LoRA changed, kept to restore it.
+        self._pristine: dict[tuple[str, int], np.ndarray] = {}
 
     def encode(
         self,
@@ -142,6 +144,17 @@ class TensorFlowBackend:
         vectors, mask = inserted_vectors(tokens, vectors, mask, width)
         states = self._text_states[clip_skip](tokens, positions, vectors, mask)
         return np.asarray(states, dtype=np.float32)
+
+    def set_weight_deltas(self, deltas: dict[tuple[str, int], np.ndarray]) -> None:
+        """Make the text encoder's and U-Net's weights equal their loaded values plus
+        ``deltas`` (``{(role, position): change}``, from ``lora_deltas``); ``{}`` restores
+        them. Weights an earlier call changed are first restored bit for bit from
+        pristine copies of just those tensors. Nothing is rebuilt, reloaded or retraced:
+        the compiled steps read the variables as assigned."""
+        from ..adapters.lora import apply_deltas_to_keras
+
+        networks = {"text_encoder": self.text_encoder, "diffusion_model": self.diffusion_model}
+        apply_deltas_to_keras(networks, deltas, self._pristine)
 
     def auto_batch_size(self, height: int, width: int) -> int:
         """Images per batch for ``--batch-size auto``: on a CPU 1, because there a batch

@@ -6,6 +6,10 @@ Values are split on commas as CSV, so a value holding a comma is quoted
 - ``10-40:10`` (and A1111's ``10-40 (+10)``): from 10 to 40 in steps of 10, both ends in;
 - ``3-9(4)`` (and A1111's ``3-9 [4]``): 4 values evenly spaced from 3 to 9.
 
+``lora=style:0.2,style:0.8,none`` gives each cell that one LoRA (``NAME[:WEIGHT]``, as
+``--lora`` takes it) instead of ``--lora``'s, or none; the prompt's ``<lora:...>`` tags
+still apply.
+
 ``prompt-sr=FROM,TO1,TO2`` is A1111's prompt search and replace: its cells use the
 prompt as written, then with ``FROM`` replaced by ``TO1``, ``TO2``, ... in the prompt
 and the negative prompt.
@@ -57,6 +61,7 @@ _KEYS = {
     "height": _Key("height", int, "Height"),
     "size": _Key("size", str, "Size"),
     "model": _Key("model", str, "Model"),
+    "lora": _Key("loras", str, "LoRA"),
     PROMPT_SR: _Key(PROMPT_SR, str, "Prompt S/R"),
 }
 #: Other spellings people use (A1111's labels, the GenerationConfig field names).
@@ -67,6 +72,7 @@ _ALIASES = {
     "variation-seed-strength": "subseed-strength",
     "prompt-s/r": PROMPT_SR,
     "checkpoint": "model",
+    "loras": "lora",
 }
 SWEEP_KEYS = tuple(_KEYS)
 
@@ -217,6 +223,8 @@ def _checked(spec: str, info: _Key, value, base: dict):
             return value
         if info.field == PROMPT_SR:
             return value
+        if info.field == "loras" and value.strip().lower() == "none":
+            return ()
         probe = {key: item for key, item in base.items() if key != "prompt"}
         if info.field == "size":
             width, height = parse_size(value)
@@ -231,6 +239,8 @@ def _checked(spec: str, info: _Key, value, base: dict):
 
 
 def _label(value, field: str) -> str:
+    if field == "loras":
+        return ", ".join(request.text for request in value) or "none"
     if field == "sampler":
         from ..samplers import get_sampler
 

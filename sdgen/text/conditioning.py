@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .chunks import EmbeddingSource, PromptChunks, chunk_prompt
+from .lora_tags import strip_lora_tags
 from .prompt_syntax import DEFAULT_EMPHASIS
 from .tokenizer import END_OF_TEXT, MAX_PROMPT_LENGTH
 from .weighting import weigh
@@ -83,8 +84,11 @@ def prompt_chunks(
     embeddings: EmbeddingSource | None = None,
     width: int | None = None,
 ) -> tuple[PromptChunks, PromptChunks]:
-    """Both prompts cut into chunks (see :mod:`.chunks`): negative, positive."""
+    """Both prompts cut into chunks (see :mod:`.chunks`): negative, positive. Their
+    ``<lora:...>`` tags are removed first (:mod:`.lora_tags`): the text encoder never
+    sees them, as in A1111."""
     options = options or TextOptions()
+    negative_prompt, prompt = strip_lora_tags(negative_prompt), strip_lora_tags(prompt)
     return (
         chunk_prompt(tokenizer, negative_prompt, options.emphasis, embeddings, width),
         chunk_prompt(tokenizer, prompt, options.emphasis, embeddings, width),
