@@ -19,6 +19,7 @@ from pathlib import Path
 from . import __version__
 from .errors import ConfigError, ModelError, OutputExistsError
 from .output.files import apply_umask
+from .paths import data_dir
 from .registry import model_specs
 from .spec import ModelSpec
 
@@ -29,10 +30,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 def store_dir() -> Path:
     """``$SDGEN_HOME/models``, else ``$XDG_DATA_HOME/sdgen/models``, else
     ``~/.local/share/sdgen/models``."""
-    if os.environ.get("SDGEN_HOME"):
-        return Path(os.environ["SDGEN_HOME"]).expanduser() / "models"
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base).expanduser() / "sdgen" / "models"
+    return data_dir("models")
 
 
 def check_name(name: str) -> str:

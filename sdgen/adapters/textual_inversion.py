@@ -23,7 +23,6 @@ as ``embedding:NAME``, as ComfyUI does. :class:`EmbeddingLibrary` holds a folder
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -32,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..paths import data_dir
+from .folders import adapter_files
 
 #: The file name endings of embedding files, as A1111 and ComfyUI look for them.
 SUFFIXES = (".pt", ".bin", ".safetensors")
@@ -234,10 +235,7 @@ def _width_message(path: Path, found: int, expected: int) -> str:
 def default_embeddings_dir() -> Path:
     """``$SDGEN_HOME/embeddings``, else ``$XDG_DATA_HOME/sdgen/embeddings``, else
     ``~/.local/share/sdgen/embeddings`` (beside the model store's ``models``)."""
-    if os.environ.get("SDGEN_HOME"):
-        return Path(os.environ["SDGEN_HOME"]).expanduser() / "embeddings"
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base).expanduser() / "sdgen" / "embeddings"
+    return data_dir("embeddings")
 
 
 @dataclass(frozen=True)
@@ -267,25 +265,7 @@ class EmbeddingLibrary:
     def _paths(self) -> dict[str, Path]:
         """Each name (by its lowercase) -> its file; on a clash the first in sorted order of
         the paths below the folder wins."""
-        files = []
-        seen_folders = set()
-        for root, folders, names in os.walk(self.folder, followlinks=True):
-            real = os.path.realpath(root)
-            if real in seen_folders:  # a symlink loop
-                folders.clear()
-                continue
-            seen_folders.add(real)
-            folders[:] = [name for name in folders if not name.startswith(".")]
-            for name in names:
-                file = Path(root, name)
-                if name.startswith(".") or file.suffix.lower() not in SUFFIXES:
-                    continue
-                try:
-                    if not file.is_file() or file.stat().st_size == 0:
-                        continue
-                except OSError:
-                    continue
-                files.append(file)
+        files = adapter_files(self.folder, SUFFIXES, skip_empty=True)
         files.sort(key=lambda file: file.relative_to(self.folder).parts)
         paths: dict[str, Path] = {}
         for file in files:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
 from ..errors import DynamicPromptError
+from ..paths import data_dir
 
 PROMPT_MODES = ("plain", "random", "combinatorial")
 DEFAULT_PROMPT_MODE = "plain"
@@ -40,10 +40,7 @@ _COUNT_CAP = 10 * MAX_COMBINATIONS
 def default_wildcards_dir() -> Path:
     """``$SDGEN_HOME/wildcards``, else ``$XDG_DATA_HOME/sdgen/wildcards``, else
     ``~/.local/share/sdgen/wildcards`` (beside the model store and the embeddings)."""
-    if os.environ.get("SDGEN_HOME"):
-        return Path(os.environ["SDGEN_HOME"]).expanduser() / "wildcards"
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base).expanduser() / "sdgen" / "wildcards"
+    return data_dir("wildcards")
 
 
 def check_prompt_mode(mode: str) -> str:

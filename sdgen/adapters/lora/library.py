@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ...paths import data_dir
+from ..folders import adapter_files
 from .errors import LoraError
 from .files import SUFFIXES, LoraFile, read_lora
 
@@ -12,10 +14,7 @@ from .files import SUFFIXES, LoraFile, read_lora
 def default_loras_dir() -> Path:
     """``$SDGEN_HOME/loras``, else ``$XDG_DATA_HOME/sdgen/loras``, else
     ``~/.local/share/sdgen/loras`` (beside ``embeddings`` and the model store)."""
-    if os.environ.get("SDGEN_HOME"):
-        return Path(os.environ["SDGEN_HOME"]).expanduser() / "loras"
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base).expanduser() / "sdgen" / "loras"
+    return data_dir("loras")
 
 
 class LoraLibrary:
@@ -33,21 +32,7 @@ class LoraLibrary:
 
     def _paths(self) -> dict[str, Path]:
         """Each name (by its lowercase) -> its file."""
-        files = []
-        seen = set()
-        for root, folders, names in os.walk(self.folder, followlinks=True):
-            real = os.path.realpath(root)
-            if real in seen:  # a symlink loop
-                folders.clear()
-                continue
-            seen.add(real)
-            folders[:] = [name for name in folders if not name.startswith(".")]
-            for name in names:
-                file = Path(root, name)
-                if name.startswith(".") or file.suffix.lower() not in SUFFIXES:
-                    continue
-                if file.is_file():
-                    files.append(file)
+        files = adapter_files(self.folder, SUFFIXES)
         files.sort(
             key=lambda f: (SUFFIXES.index(f.suffix.lower()), f.relative_to(self.folder).parts)
         )
