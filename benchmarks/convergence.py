@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
+from machine import cpu_model
 
 #: The (sampler, steps) rows compared: keras_cv's DDIM 50, sdgen's default and the
 #: samplers and step counts users pick in A1111.
@@ -49,17 +49,6 @@ COMBINATIONS = (
     ("euler", 25),
 )
 PROMPT = "a lighthouse on a cliff at dusk"
-
-
-def cpu_name() -> str:
-    """The CPU's model name as ``lscpu`` prints it, else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rms(a: np.ndarray, b: np.ndarray | None = None) -> float:
@@ -86,7 +75,7 @@ def main() -> None:
     from sdgen.samplers import get_sampler
 
     print(
-        f"machine: {cpu_name()}, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, "
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, "
         f"model {args.model}, {args.size}x{args.size}, seed {args.seed}, "
         f"guidance {args.guidance}, prompt {args.prompt!r}"
     )

@@ -497,14 +497,9 @@ def plan(args) -> list[Row]:
 
 
 def describe_machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from machine import cpu_model
+
+    cpu = cpu_model()
     memory = ""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -66,23 +66,40 @@ def read_with_metadata(path) -> tuple[dict[str, np.ndarray], dict]:
     return _flatten_state_dict(loaded, path), meta
 
 
-def _safetensors_stand_ins(path: Path) -> dict[str, np.ndarray]:
-    """Zero-cost stand-ins (right shape, no data) of a safetensors file's tensors, from
-    its header alone."""
+#: The largest safetensors header read (the format's own readers refuse above 100 MB).
+MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+def safetensors_header(path) -> tuple[dict, int]:
+    """A safetensors file's JSON header (a table of tensor name -> dtype, shape and
+    offsets, and ``__metadata__``) and the header's length in bytes, read without the
+    tensors. ``CheckpointError`` when it is not one."""
     import json
 
     try:
         with open(path, "rb") as handle:
             size = int.from_bytes(handle.read(8), "little")
-            if size > 100_000_000:
+            if size > MAX_SAFETENSORS_HEADER:
                 raise ValueError("header too large")
             header = json.loads(handle.read(size))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"could not read {path} as safetensors: {error}") from error
+    if not isinstance(header, dict):
+        raise CheckpointError(f"could not read {path} as safetensors: its header is no table")
+    return header, size
+
+
+def _safetensors_stand_ins(path: Path) -> dict[str, np.ndarray]:
+    """Zero-cost stand-ins (right shape, no data) of a safetensors file's tensors, from
+    its header alone."""
+    header, _ = safetensors_header(path)
+    try:
         return {
             key: np.broadcast_to(np.float32(0), tuple(info["shape"]))
             for key, info in header.items()
             if key != "__metadata__"
         }
-    except Exception as error:  # ValueError, KeyError, TypeError, OSError
+    except Exception as error:  # KeyError, TypeError, ValueError
         raise CheckpointError(f"could not read {path} as safetensors: {error}") from error
 
 

@@ -200,17 +200,11 @@ def _names_a_module(key: str) -> bool:
 
 
 def _safetensors_header(path: Path) -> tuple[dict[str, str], list[str]]:
-    """A safetensors file's ``__metadata__`` and tensor names, from its header alone."""
-    try:
-        with open(path, "rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
-            if size > 100_000_000:
-                raise ValueError("header too large")
-            header = json.loads(handle.read(size))
-    except (OSError, ValueError) as error:
-        raise LoraError(f"could not read LoRA {path} as safetensors: {error}") from error
-    if not isinstance(header, dict):
-        raise LoraError(f"could not read LoRA {path} as safetensors: its header is no table")
+    """A safetensors file's ``__metadata__`` and tensor names, from its header alone
+    (``CheckpointError`` when it has none)."""
+    from ...convert.readers import safetensors_header
+
+    header, _ = safetensors_header(path)
     found = header.get("__metadata__")
     metadata = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
     return metadata, [str(key) for key in header if key != "__metadata__"]

@@ -132,11 +132,14 @@ def a1111_hash(path) -> str:
     keeps the hash; for other files, the whole file's."""
     import hashlib
 
+    from ...convert.readers import safetensors_header
+
     digest = hashlib.sha256()
+    start = 0
+    if str(path).lower().endswith(".safetensors"):
+        start = 8 + safetensors_header(path)[1]
     with open(path, "rb") as handle:
-        if str(path).lower().endswith(".safetensors"):
-            header = handle.read(8)
-            handle.seek(8 + int.from_bytes(header, "little"))
+        handle.seek(start)
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
