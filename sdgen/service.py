@@ -126,14 +126,11 @@ def read_jobs(request: GenerateRequest, say: Say | None = None) -> tuple[list[Jo
 
 def _warned(jobs: list[Job], request: GenerateRequest, say: Say | None) -> list[Job]:
     """``jobs``, after a warning for each negative prompt's LoRA tags, which are ignored
-    (as in A1111), and refused (``LoraError``) when they merge LoRAs on a runtime that
-    cannot."""
-    from .adapters.lora.uses import check_runtime, negative_warnings
+    (as in A1111). Both runtimes merge LoRAs, so none is refused here."""
+    from .adapters.lora.uses import negative_warnings
 
     for warning in negative_warnings(jobs) if say is not None else ():
         say(warning)
-    if any(job.loras for job in jobs):
-        check_runtime(request.load.runtime)
     return jobs
 
 

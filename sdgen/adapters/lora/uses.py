@@ -194,18 +194,6 @@ def _hashes_of(found) -> dict[str, Path]:
     return hashes
 
 
-def check_runtime(runtime: str) -> None:
-    """Refuse (``LoraError``) LoRAs on a runtime whose backend cannot merge them (has no
-    ``set_weight_deltas``), before anything loads."""
-    from .errors import LoraError
-
-    if runtime == "openvino":
-        from ...runtimes.openvino import OpenVinoBackend
-
-        if not hasattr(OpenVinoBackend, "set_weight_deltas"):
-            raise LoraError("LoRAs need the TensorFlow runtime for now (--runtime tensorflow)")
-
-
 def check_family(lora, family) -> None:
     """Refuse ``lora`` (a ``LoraFile``) when its file says it is for another family
     than the model's."""
@@ -221,7 +209,6 @@ __all__ = [
     "LoraUse",
     "a1111_hash",
     "check_family",
-    "check_runtime",
     "missing_loras",
     "negative_tags",
     "negative_warnings",
