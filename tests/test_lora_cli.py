@@ -276,18 +276,6 @@ def test_a_lora_sweep_gives_each_cell_its_lora(run_cli, loras, hermetic):
     assert np.array_equal(pixels(hermetic / "outputs" / images[None]["file"]), plain)
 
 
-def test_a_runtime_that_cannot_merge_refuses_loras_before_loading(
-    run_cli, loras, hermetic, monkeypatch
-):
-    from sdgen.runtimes.openvino import OpenVinoBackend
-
-    monkeypatch.delattr(OpenVinoBackend, "set_weight_deltas", raising=False)
-    result = run_cli("a castle <lora:style>", "--runtime", "openvino", *FAST, *SEED)
-    assert result.exit_code == 2, result.stderr
-    assert "LoRAs need the TensorFlow runtime" in result.stderr
-    assert "loading" not in result.stderr and not list(hermetic.rglob("*.png"))
-
-
 @pytest.mark.slow  # converts the tiny model to OpenVINO: about two minutes
 def test_openvino_merges_the_same_loras(run_cli, loras, hermetic):
     from sdgen.runtimes.openvino import OpenVinoBackend
