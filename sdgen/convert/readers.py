@@ -70,6 +70,12 @@ def read_with_metadata(path) -> tuple[dict[str, np.ndarray], dict]:
 MAX_SAFETENSORS_HEADER = 100_000_000
 
 
+def safetensors_header_length(handle) -> int:
+    """The length in bytes of the JSON header of the safetensors file open as ``handle``
+    (its first 8 bytes, little-endian); the tensors start 8 bytes after it."""
+    return int.from_bytes(handle.read(8), "little")
+
+
 def safetensors_header(path) -> tuple[dict, int]:
     """A safetensors file's JSON header (a table of tensor name -> dtype, shape and
     offsets, and ``__metadata__``) and the header's length in bytes, read without the
@@ -78,7 +84,7 @@ def safetensors_header(path) -> tuple[dict, int]:
 
     try:
         with open(path, "rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
+            size = safetensors_header_length(handle)
             if size > MAX_SAFETENSORS_HEADER:
                 raise ValueError("header too large")
             header = json.loads(handle.read(size))

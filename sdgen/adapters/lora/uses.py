@@ -132,14 +132,12 @@ def a1111_hash(path) -> str:
     keeps the hash; for other files, the whole file's."""
     import hashlib
 
-    from ...convert.readers import safetensors_header
+    from ...convert.readers import safetensors_header_length
 
     digest = hashlib.sha256()
-    start = 0
-    if str(path).lower().endswith(".safetensors"):
-        start = 8 + safetensors_header(path)[1]
     with open(path, "rb") as handle:
-        handle.seek(start)
+        if str(path).lower().endswith(".safetensors"):
+            handle.seek(8 + safetensors_header_length(handle))
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
