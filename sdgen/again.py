@@ -81,6 +81,7 @@ def again_request(
     prompt = overrides.pop("prompt", None) or recalled.prompt
     settings.update(overrides)
     notes = [note for note in recalled.ignored if not set(note.about) & set(overrides)]
+    notes.extend(_check_images(image, recalled, settings))
     if model is None:
         model, note = find_model(recalled, image)
         notes.extend([note] if note else [])
@@ -94,6 +95,35 @@ def again_request(
         load=load,
     )
     return Again(request, recalled, tuple(note.label for note in notes))
+
+
+def _check_images(image, recalled: Recalled, settings: dict) -> list[Ignored]:
+    """Refuse (``ConfigError``) to make an image task's image again without its init
+    image and mask, which an infotext names only by hash (sdgen's ``Init image sha256``
+    and ``Mask sha256``; A1111 writes none): they must be given again. A given image
+    whose sha256 does not start with the recorded hash gets a note."""
+    from .batch.image_task import read_images
+
+    wanted = recalled.images
+    notes = []
+    for key, flag in (("init_image", "--init-image"), ("mask", "--mask")):
+        digest = wanted.get(key)
+        if digest is None:
+            continue
+        what = key.replace("_", " ")
+        if settings.get(key) is None:
+            known = f" (sha256 {digest}...)" if digest else ""
+            raise ConfigError(
+                f"{image} was made from a{'n' if key == 'init_image' else ''} {what}{known}, "
+                f"which its infotext does not hold; give it again with {flag} PATH"
+            )
+    settings.update(read_images(settings))
+    for key in ("init_image", "mask"):
+        digest, given = wanted.get(key), settings.get(key)
+        if digest and given is not None and not given.sha256.startswith(digest.lower()):
+            label = "Init image sha256" if key == "init_image" else "Mask sha256"
+            notes.append(Ignored(f"{label} ({digest}: {given.label} is another image)"))
+    return notes
 
 
 def resolve_seed(value, original: int | None) -> int:

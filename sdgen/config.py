@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError, PromptError
+from .images import ImageInput
 from .noise import DEFAULT_RNG, check_rng
 from .text.lora_tags import LoraRequest, lora_requests, lora_tags
 from .text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_LABELS, EMPHASIS_MODES
@@ -34,6 +35,31 @@ AUTO_BATCH = "auto"
 #: (kept as the ``keras-cv`` preset). ``benchmarks/convergence.py`` measures it.
 DEFAULT_SAMPLER = "dpmpp-2m-karras"
 DEFAULT_STEPS = 25
+#: How an init image of another size is brought to the requested one (see
+#: :mod:`sdgen.images`): ``crop`` scales it to cover the size and cuts the overflow
+#: evenly (A1111's "Crop and resize"), ``fit`` scales it to fit inside and fills the
+#: border from its edges ("Resize and fill"), ``stretch`` scales each side on its own
+#: ("Just resize", A1111's default). sdgen's default is ``crop``: it neither distorts
+#: the picture nor invents any of it.
+RESIZE_MODES = ("crop", "fit", "stretch")
+#: What the masked region starts from in inpainting: the init image (``original``,
+#: A1111's default), fresh noise (``noise``, A1111's "latent noise") or zero latents
+#: (``latent-nothing``).
+INPAINT_FILLS = ("original", "noise", "latent-nothing")
+#: ``full``: the whole picture is denoised; ``masked``: a region around the mask is cut
+#: out, denoised at the full requested size and pasted back (A1111's "Only masked").
+INPAINT_AREAS = ("full", "masked")
+#: How hires fix enlarges the first pass: in latent space, bilinear (``latent``, A1111's
+#: "Latent") or nearest (``latent-nearest``), or in pixels with Lanczos (``lanczos``:
+#: decode, enlarge, encode again).
+HIRES_UPSCALERS = ("latent", "latent-nearest", "lanczos")
+#: A1111's labels of sdgen's ``resize`` modes (its img2img "Resize mode").
+RESIZE_LABELS = {"crop": "Crop and resize", "fit": "Resize and fill", "stretch": "Just resize"}
+#: A1111's ``Masked content`` of sdgen's ``inpaint_fill`` (``original``, A1111's default,
+#: is not written).
+FILL_LABELS = {"original": "original", "noise": "latent noise", "latent-nothing": "latent nothing"}
+#: A1111's ``Hires upscaler`` names of sdgen's ``hires_upscaler``.
+UPSCALER_LABELS = {"latent": "Latent", "latent-nearest": "Latent (nearest)", "lanczos": "Lanczos"}
 
 #: Folders searched for ``--config NAME``: the presets installed with the package, then
 #: the ``configs/`` folder of a source checkout.
@@ -79,6 +105,25 @@ class GenerationConfig:
     loras: the LoRAs to merge (``LoraRequest``s; ``"name:0.8"`` strings and
         ``{"name": ..., "weight": ...}`` mappings are taken too), besides those the
         prompt's ``<lora:name:0.8>`` tags ask for [none] (see :mod:`sdgen.text.lora_tags`).
+    init_image: the image to start from (img2img), an ``ImageInput`` or anything
+        ``ImageInput.of`` reads: a path, a PIL image or a uint8 NumPy array [None:
+        txt2img].
+    strength: img2img's denoising strength in (0, 1]: how much of the schedule is run
+        from the noised init image [0.75].
+    resize: how an init image of another size is brought to ``width`` x ``height``, one
+        of ``RESIZE_MODES`` [``crop``].
+    mask: with ``init_image``, what to repaint (inpainting): white is repainted, black
+        kept [None].
+    mask_blur: the mask's blur radius in pixels [4, A1111's].
+    inpaint_fill: what the masked region starts from, one of ``INPAINT_FILLS``
+        [``original``].
+    inpaint_area: ``full`` or ``masked`` (``INPAINT_AREAS``) [``full``];
+        ``inpaint_padding``: the pixels around the mask that ``masked`` takes [32].
+    outpaint: with ``init_image``, ``(left, top, right, bottom)`` pixels to add around
+        it (or ``"L,T,R,B"``); the border is painted, the image kept [None].
+    hires: run hires fix: txt2img at ``width`` x ``height``, enlarged ``hires_scale``
+        times [2] with ``hires_upscaler`` (``HIRES_UPSCALERS``) [``latent``], then
+        ``hires_steps`` [None: ``steps``] of img2img at ``hires_denoise`` [0.7].
     """
 
     prompt: str
@@ -98,6 +143,20 @@ class GenerationConfig:
     subseed_strength: float = 0.0
     seed_resize_from: tuple[int, int] | None = None
     loras: tuple[LoraRequest, ...] = ()
+    init_image: ImageInput | None = None
+    strength: float = 0.75
+    resize: str = "crop"
+    mask: ImageInput | None = None
+    mask_blur: int = 4
+    inpaint_fill: str = "original"
+    inpaint_area: str = "full"
+    inpaint_padding: int = 32
+    outpaint: tuple[int, int, int, int] | None = None
+    hires: bool = False
+    hires_scale: float = 2.0
+    hires_upscaler: str = "latent"
+    hires_steps: int | None = None
+    hires_denoise: float = 0.7
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -139,6 +198,56 @@ class GenerationConfig:
         self._check_noise()
         object.__setattr__(self, "loras", lora_requests(self.loras))
         lora_tags(self.prompt)  # a tag's bad weight is refused here, like a bad --lora
+        self._check_image_input()
+        self._check_hires()
+
+    @property
+    def image_task(self) -> str:
+        """``txt2img``, ``img2img``, ``inpaint`` or ``outpaint``: what the request does."""
+        if self.init_image is None:
+            return "txt2img"
+        if self.outpaint is not None:
+            return "outpaint"
+        return "inpaint" if self.mask is not None else "img2img"
+
+    def _check_image_input(self) -> None:
+        if self.init_image is not None:
+            object.__setattr__(self, "init_image", ImageInput.of(self.init_image, "init image"))
+        if self.mask is not None:
+            if self.init_image is None:
+                raise ConfigError("--mask needs --init-image: the image whose region it repaints")
+            object.__setattr__(self, "mask", ImageInput.of(self.mask, "mask"))
+        _check_fraction("strength", self.strength)
+        object.__setattr__(self, "strength", float(self.strength))
+        _check_choice("resize", self.resize, RESIZE_MODES)
+        _check_int("mask_blur", self.mask_blur, minimum=0, maximum=256)
+        _check_choice("inpaint fill", self.inpaint_fill, INPAINT_FILLS)
+        _check_choice("inpaint area", self.inpaint_area, INPAINT_AREAS)
+        _check_int("inpaint_padding", self.inpaint_padding, minimum=0, maximum=MAX_SIZE)
+        if self.outpaint is not None:
+            if self.init_image is None:
+                raise ConfigError("--outpaint needs --init-image: the image to extend")
+            if self.mask is not None:
+                raise ConfigError("--outpaint makes its own mask; leave out --mask")
+            object.__setattr__(self, "outpaint", parse_outpaint(self.outpaint))
+
+    def _check_hires(self) -> None:
+        scale = self.hires_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float):
+            raise ConfigError(f"hires scale must be a number, got {scale!r}")
+        if not (math.isfinite(scale) and 1.0 <= scale <= 8.0):
+            raise ConfigError(f"hires scale must be from 1 to 8, got {scale}")
+        object.__setattr__(self, "hires_scale", float(scale))
+        _check_choice("hires upscaler", self.hires_upscaler, HIRES_UPSCALERS)
+        if self.hires_steps is not None:
+            _check_int("hires_steps", self.hires_steps, minimum=1, maximum=MAX_STEPS)
+        _check_fraction("hires denoise", self.hires_denoise)
+        object.__setattr__(self, "hires_denoise", float(self.hires_denoise))
+        if self.hires and self.init_image is not None:
+            raise ConfigError(
+                "hires fix enlarges a txt2img result; with --init-image, ask for the "
+                "larger --width/--height instead"
+            )
 
     def _check_noise(self) -> None:
         object.__setattr__(self, "rng", check_rng(self.rng))
@@ -215,6 +324,38 @@ def parse_size(value) -> tuple[int, int]:
         if number % 8:
             raise ConfigError(f"seed resize {name} must be a multiple of 8, got {number}")
     return (width, height)
+
+
+def parse_outpaint(value) -> tuple[int, int, int, int]:
+    """``"LEFT,TOP,RIGHT,BOTTOM"`` (or a 4-sequence) of pixels to add, each a whole
+    number from 0 to ``MAX_SIZE``, at least one above 0; ``ConfigError`` otherwise."""
+    try:
+        parts = value.split(",") if isinstance(value, str) else list(value)
+        sides = tuple(int(str(part).strip()) for part in parts)
+    except (TypeError, ValueError):
+        sides = ()
+    if len(sides) != 4:
+        raise ConfigError(
+            f"outpaint must be LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. 0,0,128,0, got {value!r}"
+        )
+    for name, number in zip(("left", "top", "right", "bottom"), sides, strict=True):
+        _check_int(f"outpaint {name}", number, minimum=0, maximum=MAX_SIZE)
+    if not any(sides):
+        raise ConfigError("outpaint adds nothing: give at least one side above 0")
+    return sides
+
+
+def _check_fraction(name: str, value) -> None:
+    """A number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number in (0, 1], got {value!r}")
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise ConfigError(f"{name} must be in (0, 1], got {value}")
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def emphasis_mode(value) -> str:

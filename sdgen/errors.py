@@ -48,6 +48,12 @@ class ChecksumError(WeightsError):
     """A downloaded or cached weights file does not have the published sha256."""
 
 
+class MissingEncoderError(UsageError):
+    """An image task (img2img, inpainting, hires fix) needs the model's VAE encoder, and
+    the model has none: imported before sdgen converted encoders, or a ``--weights``
+    folder without its file."""
+
+
 class ModelError(SdgenError):
     """A model name is unknown or a network cannot be built."""
 

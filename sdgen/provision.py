@@ -6,24 +6,34 @@ checked against its published sha256, converted into the model store (as ``sdgen
 would) and the download deleted; later runs read the store. :func:`availability` tells
 ``sdgen models`` which models are present and how much a first run would download,
 without hashing or downloading anything.
+
+The VAE encoder, which only image tasks (img2img, inpainting) use, is provided apart
+and only when such a task first needs it (:func:`provide_encoder`), so a text-to-image
+run never downloads or converts it.
 """
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import MissingEncoderError
 from .spec import ROLES, ModelSpec
-from .store import builtin_conversion, convert_into
+from .store import builtin_conversion, convert_into, stored_roles
 from .weights import (
     DEFAULT_FILENAMES,
     DownloadProgress,
+    check_weights_dir,
     find_cached,
     resolve_file,
     resolve_weights,
 )
+
+#: What needs the VAE encoder, for its error messages.
+_IMAGE_TASKS = "which image-to-image tasks need"
 
 
 def provide_weights(
@@ -45,6 +55,77 @@ def provide_weights(
     if folder is None:
         folder = _convert_checkpoint(spec, offline, progress, say)
     return {role: folder / DEFAULT_FILENAMES[role] for role in ROLES}
+
+
+def provide_encoder(
+    spec: ModelSpec,
+    weights_dir: Path | None = None,
+    offline: bool = False,
+    progress: DownloadProgress | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Path | None:
+    """The local path of ``spec``'s VAE encoder weights (``vae_encoder.h5``), for an image
+    task; None for a generated model (``tiny``: its encoder is filled from its seed).
+
+    From ``weights_dir`` (``--weights DIR``) or an imported model's folder as they are;
+    a published file (keras_cv's ``vae_encoder.h5``) from the caches or downloaded; a
+    built-in checkpoint model's from its conversion, which is made again (download
+    included) if it predates the encoder. Raises ``MissingEncoderError`` (exit 2) for a
+    folder without the file, saying how to get it (for an imported model: import it
+    again), and what ``resolve_weights`` raises for a download.
+    """
+    filename = DEFAULT_FILENAMES["encoder"]
+    if weights_dir is not None:
+        check_weights_dir(weights_dir)
+        path = Path(weights_dir) / filename
+        if path.is_file():
+            return path
+        published = spec.file_for("encoder")
+        where = f" (download it from {published.url})" if published else ""
+        raise MissingEncoderError(
+            f"--weights {weights_dir} has no {filename}, the VAE encoder {_IMAGE_TASKS}; "
+            f"put it there{where}"
+        )
+    if spec.weights_dir is not None:  # an imported model
+        path = Path(spec.weights_dir) / filename
+        if path.is_file():
+            return path
+        raise MissingEncoderError(_imported_without_encoder(spec))
+    if spec.checkpoint is not None:
+        folder = builtin_conversion(spec)
+        if folder is None or not (folder / filename).is_file():
+            if folder is not None and say is not None:
+                say(f"{spec.name}'s conversion predates its VAE encoder: converting it again")
+            folder = _convert_checkpoint(spec, offline, progress, say)
+        if not (folder / filename).is_file():
+            raise MissingEncoderError(
+                f"{spec.name}'s checkpoint has no VAE encoder, the network {_IMAGE_TASKS}"
+            )
+        return folder / filename
+    weight = spec.file_for("encoder")
+    if weight is not None:
+        return resolve_file(spec, weight, None, offline, progress)
+    if spec.generated:
+        return None
+    raise MissingEncoderError(f"model {spec.name} has no VAE encoder, the network {_IMAGE_TASKS}")
+
+
+def _imported_without_encoder(spec: ModelSpec) -> str:
+    """Why imported ``spec`` has no encoder, and the way out, in one line."""
+    roles = stored_roles(spec.weights_dir)
+    if roles is not None and "encoder" not in roles:  # converted knowing encoders: none
+        return (
+            f"model {spec.name} has no VAE encoder, the network {_IMAGE_TASKS}: its "
+            f"checkpoint {spec.source or '?'} holds none"
+        )
+    command = (
+        f"sdgen import {shlex.quote(spec.source or 'CHECKPOINT')} --name {spec.name} "
+        f"--overwrite --prediction-type {spec.prediction_type} --size {spec.default_size}"
+    )
+    return (
+        f"model {spec.name} has no VAE encoder, the network {_IMAGE_TASKS} (imported by an "
+        f"sdgen that did not convert encoders, or its file is gone); import it again: {command}"
+    )
 
 
 def _convert_checkpoint(spec, offline, progress, say) -> Path:

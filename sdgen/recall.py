@@ -3,10 +3,13 @@ Send to txt2img" restores, for the infotexts sdgen, AUTOMATIC1111 (and Forge) an
 stable-diffusion.cpp write.
 
 ``recall(parameters)`` maps each ``Key: value`` to ``GenerationConfig`` fields. A key
-sdgen has no use for, or a value it cannot reproduce (a sampler it lacks, A1111's GPU
-noise generator, a hires pass), is listed in ``Recalled.ignored`` rather than refused: the image
-can still be made again, only not the same. Which model the ``Model hash`` and ``Model``
-name is for :mod:`sdgen.again` to find.
+sdgen has no use for, or a value it cannot reproduce (a sampler it lacks, an upscaler
+such as ESRGAN, A1111's ``Masked content: fill``), is listed in ``Recalled.ignored``
+rather than refused: the image can still be made again, only not the same. Which model
+the ``Model hash`` and ``Model`` name is for :mod:`sdgen.again` to find. The image
+tasks' keys (``Denoising strength``, ``Mask blur``, ``Hires upscale``, ... and sdgen's
+``Init image sha256``) become their settings; the images themselves are not in an
+infotext (``Recalled.images`` says which it was made from).
 
 Where the writers differ:
 
@@ -29,7 +32,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .config import DEFAULT_SAMPLER, emphasis_mode, parse_size
+from .config import (
+    DEFAULT_SAMPLER,
+    FILL_LABELS,
+    HIRES_UPSCALERS,
+    RESIZE_LABELS,
+    UPSCALER_LABELS,
+    emphasis_mode,
+    parse_outpaint,
+    parse_size,
+)
 from .errors import ConfigError
 from .noise import check_rng
 from .output.info import ImageParameters
@@ -61,6 +73,10 @@ class Recalled:
         for them are in the prompt, as A1111 keeps them).
     ignored: what sdgen did not follow, in infotext order.
     source: who wrote it, one of ``SOURCES``.
+    images: the images it was made from, ``{"init_image": shorthash or None, "mask":
+        ...}``, for an infotext of an image task (``Denoising strength`` without a hires
+        pass, or sdgen's ``Init image sha256``); the paths are not in the infotext, so
+        ``sdgen again`` is given them. Empty for txt2img.
     """
 
     prompt: str
@@ -71,6 +87,7 @@ class Recalled:
     loras: dict = field(default_factory=dict)
     ignored: tuple[Ignored, ...] = ()
     source: str = "a1111"
+    images: dict = field(default_factory=dict)
 
 
 def infotext_source(settings: dict) -> str:
@@ -94,9 +111,14 @@ def recall(parameters: ImageParameters) -> Recalled:
     ignored: list[Ignored] = []
     for key, value in given.items():
         reader = _READERS.get(key)
+        if source == "sd.cpp" and key in _SDCPP_HIRES:
+            continue  # its own meaning: see _image_task
         if reader is not None:
-            settings.update(reader(key, value))
-        elif key not in _UNUSED.get(source, ()) and key not in _SAMPLING_KEYS:
+            read = reader(key, value)
+            note = read.pop(_IGNORED, None)
+            ignored.extend([note] if note else [])
+            settings.update(read)
+        elif key not in _UNUSED.get(source, ()) and key not in (*_SAMPLING_KEYS, *_IMAGE_KEYS):
             ignored.append(Ignored(key))
     sampler, notes = _sampler(given, source)
     if sampler is not None:
@@ -111,6 +133,7 @@ def recall(parameters: ImageParameters) -> Recalled:
     subseed = settings.pop("subseed", None)
     if strength and subseed is not None:
         settings.update(subseed=subseed, subseed_strength=strength)
+    images = _image_task(given, source, settings, ignored)
     return Recalled(
         prompt=parameters.prompt,
         settings=settings,
@@ -120,7 +143,38 @@ def recall(parameters: ImageParameters) -> Recalled:
         loras=_embeddings(given.get("Lora hashes", "")),
         ignored=tuple(ignored),
         source=source,
+        images=images,
     )
+
+
+def _image_task(given: dict, source: str, settings: dict, ignored: list) -> dict:
+    """Settle the image-task settings ``settings`` read: ``Denoising strength`` is the
+    hires pass's when there is one (A1111's txt2img writes it so), else img2img's
+    strength; the images the infotext says it started from (``Recalled.images``).
+    sd.cpp's ``Hires upscale`` names its upscaler and ``Hires scale`` the scale."""
+    if source == "sd.cpp":
+        settings.pop("hires_scale", None)
+        settings.pop("hires", None)
+        if "Hires scale" in given:
+            settings.update(hires=True, hires_scale=_number("Hires scale", given["Hires scale"]))
+            upscaler = given.get("Hires upscale", "latent").strip().lower()
+            if upscaler in HIRES_UPSCALERS:
+                settings["hires_upscaler"] = upscaler
+            else:
+                ignored.append(Ignored(f"Hires upscale ({upscaler})", ("hires_upscaler",)))
+    denoise = settings.pop("denoising_strength", None)
+    if settings.get("hires"):
+        if denoise is not None:
+            settings["hires_denoise"] = denoise
+        return {}
+    init = given.get("Init image sha256", "").strip() or None
+    if denoise is None and init is None:
+        return {}
+    if denoise is not None:
+        settings["strength"] = denoise
+    mask = given.get("Mask sha256", "").strip() or None
+    masked = mask is not None or (source != "sdgen" and "Mask blur" in given)
+    return {"init_image": init or "", "mask": (mask or "") if masked else None}
 
 
 def _whole(key: str, value: str) -> int:
@@ -179,6 +233,43 @@ def _read_lora_options(key, value):
         raise ConfigError(f"infotext {key}: {error}") from None
 
 
+#: What a reader returns for a value sdgen cannot follow: an ``Ignored`` note.
+_IGNORED = "_ignored"
+#: sd.cpp's hires keys: ``Hires upscale`` is its upscaler's name, ``Hires scale`` the scale.
+_SDCPP_HIRES = ("Hires upscale", "Hires scale")
+
+
+def _read_labelled(field_name: str, labels: dict):
+    """A reader of a key whose value is one of ``labels`` (sdgen's name -> A1111's label)
+    or sdgen's name itself; another value (an upscaler or fill sdgen lacks) is ignored,
+    with a note, and the setting keeps its default."""
+
+    def read(key, value):
+        wanted = value.strip().lower()
+        for name, label in labels.items():
+            if wanted in (name, label.lower()):
+                return {field_name: name}
+        return {_IGNORED: Ignored(f"{key} ({value.strip()})", (field_name,))}
+
+    return read
+
+
+def _read_outpaint(key, value):
+    try:
+        return {"outpaint": parse_outpaint(value.strip().strip('"'))}
+    except ConfigError as error:
+        raise ConfigError(f"infotext {key}: {error}") from None
+
+
+def _read_area(key, value):
+    wanted = value.strip().lower()
+    if wanted in ("only masked", "masked"):
+        return {"inpaint_area": "masked"}
+    if wanted in ("whole picture", "full"):
+        return {"inpaint_area": "full"}
+    raise ConfigError(f"infotext {key}: {value.strip()!r} is not Whole picture or Only masked")
+
+
 #: The keys read into settings, and how.
 _READERS = {
     "Lora options": _read_lora_options,
@@ -191,7 +282,20 @@ _READERS = {
     "Variation seed": lambda key, value: {"subseed": _whole(key, value)},
     "Variation seed strength": lambda key, value: {"subseed_strength": _number(key, value)},
     "Seed resize from": _read_resize,
+    # the image tasks: A1111's keys, then sdgen's own
+    "Denoising strength": lambda key, value: {"denoising_strength": _number(key, value)},
+    "Mask blur": lambda key, value: {"mask_blur": _whole(key, value)},
+    "Masked content": _read_labelled("inpaint_fill", FILL_LABELS),
+    "Inpaint area": _read_area,
+    "Masked area padding": lambda key, value: {"inpaint_padding": _whole(key, value)},
+    "Hires upscale": lambda key, value: {"hires": True, "hires_scale": _number(key, value)},
+    "Hires steps": lambda key, value: {"hires_steps": _whole(key, value)},
+    "Hires upscaler": _read_labelled("hires_upscaler", UPSCALER_LABELS),
+    "Resize mode": _read_labelled("resize", RESIZE_LABELS),
+    "Outpaint": _read_outpaint,
 }
+#: Keys read elsewhere in ``recall`` (the images an image task started from).
+_IMAGE_KEYS = ("Init image sha256", "Mask sha256")
 #: Keys read elsewhere in ``recall`` (sampler, noise and model).
 _SAMPLING_KEYS = ("Sampler", "Schedule type", "RNG", "ENSD", "Eta", "Sampler RNG")
 _MODEL_KEYS = ("Model", "Model hash", "TI hashes", "Lora hashes", "Version")

@@ -11,7 +11,7 @@ import tomllib
 from functools import cache
 from pathlib import Path
 
-from .spec import ModelSpec, WeightFile
+from .spec import IMAGE_ROLES, ModelSpec, WeightFile
 
 #: The catalog of built-in models.
 CATALOG = Path(__file__).parent / "data" / "models.toml"
@@ -22,9 +22,12 @@ def model_specs() -> dict[str, ModelSpec]:
     """All known models, by name, in the order ``models.toml`` lists them."""
     specs = {}
     for name, table in tomllib.loads(CATALOG.read_text("utf-8"))["models"].items():
-        files = tuple(
+        published = [
             WeightFile(role=role, **entry) for role, entry in table.get("files", {}).items()
-        )
+        ]
+        # the VAE encoder is listed with the others, but fetched only for image tasks
+        files = tuple(w for w in published if w.role not in IMAGE_ROLES)
+        image_files = tuple(w for w in published if w.role in IMAGE_ROLES)
         checkpoint = table.get("checkpoint")
         specs[name] = ModelSpec(
             name=name,
@@ -32,6 +35,7 @@ def model_specs() -> dict[str, ModelSpec]:
             default_size=table["default_size"],
             description=table["description"],
             files=files,
+            image_files=image_files,
             license=table.get("license"),
             seed=table.get("seed", 0),
             prediction_type=table.get("prediction_type", "epsilon"),

@@ -160,7 +160,9 @@ def _read_jobs(request: GenerateRequest, say: Say | None):
         if say is not None:
             say(f"using checkpoint {request.checkpoint} ...")
         model = checkpoint_model(request.checkpoint).name
-    settings = dict(request.settings)
+    from .batch.image_task import read_images
+
+    settings = read_images(request.settings)  # once: every job and sweep cell shares them
     from .adapters.lora.uses import LoraFinder
     from .adapters.textual_inversion import EmbeddingLibrary
     from .sweep import parse_axes
@@ -176,11 +178,23 @@ def _read_jobs(request: GenerateRequest, say: Say | None):
         job = Job(GenerationConfig(prompt=request.prompt, **settings), model)
         jobs = _warned(_jobs_of(job, axes, dynamic, sources), request, say)
         return _confirmed(jobs, request), [], expand
+    jobs, failures = _file_jobs(request, settings, model, (axes, dynamic, sources))
+    return _confirmed(_warned(jobs, request, say), request), failures, expand
+
+
+def _file_jobs(request: GenerateRequest, settings: dict, model: str, expansion):
+    """The checked jobs of each line of ``request.prompts_file`` and the lines that
+    failed. A line whose image cannot be read stops the run (``ImageInputError``, naming
+    the file and line), as a dynamic prompt that cannot be expanded does."""
     from .batch.prompts_file import read_prompts_file
     from .errors import DynamicPromptError
+    from .images.source import ImageInputError
 
+    axes, dynamic, sources = expansion
     jobs, failures = [], []
     for line in read_prompts_file(request.prompts_file):
+        if line.error and line.fatal:  # an image that cannot be read: before any work
+            raise ImageInputError(f"{request.prompts_file}, {line.error}")
         if line.error:
             failures.append(Failure(line.error.split(": ", 1)[1], line.line_number))
             continue
@@ -195,7 +209,7 @@ def _read_jobs(request: GenerateRequest, say: Say | None):
             raise DynamicPromptError(f"line {line.line_number}: {error}") from None
         except SdgenError as error:
             failures.append(Failure(str(error), line.line_number))
-    return _confirmed(_warned(jobs, request, say), request), failures, expand
+    return jobs, failures
 
 
 def _expander(dynamic, sources) -> Callable[[Job, int], Job]:
@@ -256,6 +270,35 @@ def _confirmed(jobs: list[Job], request: GenerateRequest) -> list[Job]:
     if request.sweep and images > CONFIRM_ABOVE and not request.yes:
         raise SweepTooLargeError(images)
     return jobs
+
+
+def check_image_tasks(jobs: list[Job]) -> list[str]:
+    """Refuse, before any weights load, what the image tasks of ``jobs`` cannot do (an
+    all-black mask, a hires size the U-Net cannot take: ``ConfigError``, naming a
+    prompts-file line), and return the notes of what is done with their images (the
+    size chosen from an init image, resizes), each once; see
+    :mod:`sdgen.batch.image_task`."""
+    from .batch.image_task import check_image_task, image_task_notes, sized
+    from .catalog import get_model_spec
+
+    notes: dict[str, None] = {}
+    seen: set[int] = set()
+    for job in jobs:
+        config = job.config
+        if id(config) in seen or (config.init_image is None and not config.hires):
+            continue
+        seen.add(id(config))
+        try:
+            default = get_model_spec(job.model).default_size
+            full = sized(config, default)
+            check_image_task(full, job.model, default)
+        except UsageError as error:
+            if job.line_number is None:
+                raise
+            raise type(error)(f"line {job.line_number}: {error}") from None
+        given = (config.width is not None, config.height is not None)
+        notes.update(dict.fromkeys(image_task_notes(full, given)))
+    return list(notes)
 
 
 def make_executor(request: GenerateRequest, say: Say | None = None, download_progress=None):
@@ -375,8 +418,13 @@ def start_generation(
 
     started = time.perf_counter()
     jobs, failures, expand = _read_jobs(request, say)
+    notes = check_image_tasks(jobs)
     the_plan = plan(jobs, request.output, failures, expand)
+    for note in notes if say is not None else ():
+        say(note)
     executor = make_executor(request, say, download_progress)
+    if isinstance(getattr(executor, "said", None), set):  # the pipeline's notes: not twice
+        executor.said.update(notes)
     todo = the_plan.todo
     steps = max((image.job.config.steps for image in todo), default=1)
     callback = progress(len(todo), steps) if progress is not None else None

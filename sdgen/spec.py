@@ -12,6 +12,9 @@ from pathlib import Path
 
 #: The networks a text-to-image model is made of, in loading order.
 ROLES = ("text_encoder", "diffusion_model", "decoder")
+#: The networks only image-to-image tasks use (img2img, inpainting, hires fix): their
+#: weights are looked for, downloaded or converted only when such a task runs.
+IMAGE_ROLES = ("encoder",)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class ModelSpec:
     ``files`` is empty for a model whose weights are generated (``tiny``), and for one
     published as a single SD ``checkpoint`` (``sd-v1.5``), which is downloaded once and
     converted into the model store on first use (see :mod:`sdgen.provision`).
+    ``files`` holds the networks of ``ROLES``, which every run needs; ``image_files``
+    those of ``IMAGE_ROLES`` (the VAE encoder), fetched only when an image task runs.
     """
 
     name: str
@@ -40,6 +45,7 @@ class ModelSpec:
     default_size: int
     description: str
     files: tuple[WeightFile, ...] = ()
+    image_files: tuple[WeightFile, ...] = ()
     license: str | None = None
     seed: int = 0
     prediction_type: str = "epsilon"
@@ -65,4 +71,5 @@ class ModelSpec:
         return sha256[:10].lower() if sha256 else None
 
     def file_for(self, role: str) -> WeightFile | None:
-        return next((f for f in self.files if f.role == role), None)
+        """The published file of network ``role``, of ``files`` or ``image_files``."""
+        return next((f for f in (*self.files, *self.image_files) if f.role == role), None)

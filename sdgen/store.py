@@ -1,9 +1,13 @@
 """The model store: checkpoints imported with ``sdgen import`` (and ``--checkpoint``).
 
 Each model is a folder ``$SDGEN_HOME/models/NAME/`` (default ``~/.local/share/sdgen``)
-with keras_cv's three weight files and a ``model.json`` describing it: architecture
-family, prediction type, default size and the source file's sha256. A folder appears
-only when it is complete: conversion writes beside it and renames it into place.
+with keras_cv's weight files and a ``model.json`` describing it: architecture family,
+prediction type, default size, the source file's sha256, and (schema 2) the networks
+converted (``roles``: the three every run needs, and ``encoder``, the VAE encoder image
+tasks need, for a checkpoint that has one). A model imported before schema 2 has no
+``schema`` key and no encoder: it still generates from text, and an image task asks for
+it to be imported again. A folder appears only when it is complete: conversion writes
+beside it and renames it into place.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from .registry import model_specs
 from .spec import ModelSpec
 
 METADATA = "model.json"
+#: The ``schema`` written into each model.json: 2 records ``roles`` and converts the VAE
+#: encoder; a model.json without ``schema`` is schema 1 (three networks, no encoder).
+SCHEMA = 2
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -85,6 +92,16 @@ def _metadata(name: str) -> dict | None:
         return json.loads((store_dir() / name / METADATA).read_text("utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def stored_roles(folder: Path) -> tuple[str, ...] | None:
+    """The networks the model.json in ``folder`` says were converted, or None where it
+    does not say (schema 1, written before the VAE encoder was converted)."""
+    try:
+        roles = json.loads((Path(folder) / METADATA).read_text("utf-8")).get("roles")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return tuple(roles) if isinstance(roles, list) else None
 
 
 def spec_from_metadata(name: str, info: dict, folder: Path) -> ModelSpec:
@@ -215,6 +232,8 @@ def convert_into(
     if family is not None and converted.family != family:
         raise ModelError(f"{path} is an {converted.family} checkpoint, but {name} is {family}")
     info = {
+        "schema": SCHEMA,
+        "roles": list(converted.roles),
         "family": converted.family,
         "prediction_type": prediction_type or converted.prediction_type,
         "default_size": default_size or converted.default_size,

@@ -37,11 +37,13 @@ from .output.files import apply_umask
 from .spec import ROLES, ModelSpec, WeightFile
 
 _CHUNK = 1 << 20
-#: The file names keras_cv publishes, used for ``--weights DIR`` with any model.
+#: The file names keras_cv publishes, used for ``--weights DIR`` with any model (the VAE
+#: encoder's, ``vae_encoder.h5``, is looked for only when an image task needs it).
 DEFAULT_FILENAMES = {
     "text_encoder": "kcv_encoder.h5",
     "diffusion_model": "kcv_diffusion_model.h5",
     "decoder": "kcv_decoder.h5",
+    "encoder": "vae_encoder.h5",
 }
 #: Called as ``progress(filename, bytes_done, bytes_total_or_None)`` while downloading.
 DownloadProgress = Callable[[str, int, int | None], None]
@@ -88,7 +90,9 @@ def resolve_weights(
     offline: bool = False,
     progress: DownloadProgress | None = None,
 ) -> dict[str, Path]:
-    """Local paths of every weight file of ``spec``, by role, downloading what is missing.
+    """Local paths of the weight files of ``spec``'s ``ROLES`` (every run's networks;
+    not the VAE encoder, see :func:`sdgen.provision.provide_encoder`), by role,
+    downloading what is missing.
 
     Raises ``UsageError`` when ``weights_dir`` is not a folder; ``WeightsError`` when
     files are missing (offline, or a download failed), naming every missing file, every
@@ -181,7 +185,8 @@ def find_cached(spec: ModelSpec, weight: WeightFile, verify: bool = True) -> Pat
         folders += [
             cache_dir() / "weights" / other.name
             for other in model_specs().values()
-            if other.name != spec.name and any(f.sha256 == weight.sha256 for f in other.files)
+            if other.name != spec.name
+            and any(f.sha256 == weight.sha256 for f in (*other.files, *other.image_files))
         ]
     for folder in folders:
         candidate = folder / weight.filename

@@ -297,9 +297,10 @@ def _to_torch(value, kind: str):
     return value
 
 
-def tiny_checkpoint(path) -> tuple[dict, int]:
+def tiny_checkpoint(path, encoder: bool = True) -> tuple[dict, int]:
     """The tiny model's weights as an SD 1.x single-file (LDM names) safetensors file:
-    its tensors, and how many keras weights the three networks hold."""
+    its tensors, and how many keras weights its networks hold; with ``encoder`` False,
+    without the VAE encoder (as some checkpoints are)."""
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -309,13 +310,15 @@ def tiny_checkpoint(path) -> tuple[dict, int]:
 
     spec = get_model_spec("tiny")
     family = family_of(spec)
+    roles = ("text_encoder", "diffusion_model", "decoder") + (("encoder",) if encoder else ())
     weights = {
-        role: [np.asarray(w) for w in family.build(role, spec, 64, 64).weights]
-        for role in ("text_encoder", "diffusion_model", "decoder")
+        role: [np.asarray(w) for w in family.build(role, spec, 64, 64).weights] for role in roles
     }
     tensors = {}
     for key, slots in name_index("ldm", "tiny").items():
         (slot,) = slots  # CLIP names: one keras weight per tensor
+        if slot.role not in weights:
+            continue
         tensors[key] = np.ascontiguousarray(
             _to_torch(weights[slot.role][slot.position], slot.param.kind)
         )

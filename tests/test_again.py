@@ -117,10 +117,14 @@ def test_an_a1111_infotext_becomes_its_request(hermetic):
         "subseed_strength": 0.25,
         "seed_resize_from": (512, 512),
         "rng": "torch-cuda",  # no RNG key: A1111's default, torch.randn on the GPU
+        # its hires pass: Denoising strength is the hires pass's in a txt2img infotext
+        "hires": True,
+        "hires_scale": 2.0,
+        "hires_steps": 10,
+        "hires_upscaler": "latent",
+        "hires_denoise": 0.55,
     }
-    assert again.ignored == (
-        "Denoising strength", "Hires upscale", "Hires steps", "Hires upscaler"
-    )  # fmt: skip
+    assert again.ignored == ()
     GenerationConfig(prompt=request.prompt, **request.settings)  # valid as it is
 
     old = again_request(png_with(hermetic / "old.png", A1111_OLD))
@@ -158,15 +162,21 @@ def test_a_stable_diffusion_cpp_infotext_becomes_its_request(hermetic):
     assert (settings["sampler"], settings["rng"], settings["clip_skip"]) == (
         "euler-a", "torch-cpu", 2
     )  # fmt: skip
-    assert cpu.ignored == ("Hires upscale", "Hires scale")
+    # sd.cpp's Hires upscale names the upscaler, its Hires scale is the scale
+    assert (settings["hires"], settings["hires_scale"], settings["hires_upscaler"]) == (
+        True, 2.0, "latent"
+    )  # fmt: skip
+    assert cpu.ignored == ()
 
 
 def test_unknown_keys_are_warned_in_one_line_and_the_image_is_made(run_cli, hermetic):
-    png_with(hermetic / "a.png", A1111)
-    result = run_cli("again", "a.png", *SMALL, "--out", "fox.png")
+    png_with(
+        hermetic / "a.png", A1111.replace(", Version", ", Face restoration: CodeFormer, Version")
+    )
+    result = run_cli("again", "a.png", *SMALL, "--no-hires", "--out", "fox.png")
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("ignored: ")]
-    assert warnings == ["ignored: Denoising strength, Hires upscale, Hires steps, Hires upscaler"]
+    assert warnings == ["ignored: Face restoration"]
     text = read_infotext(hermetic / "fox.png")
     assert text.startswith("masterpiece, (a red fox:1.2) in the snow, BREAK pine trees\n")
     assert "Seed: 3141592653," in text and "Sampler: DPM++ 2M Karras," in text

@@ -162,6 +162,7 @@ def test_generate_help_puts_every_option_under_a_heading(run_cli):
     assert headings == [
         "Prompt and text",
         "Sampling",
+        "Start from an image",
         "Sweeps",
         "Output",
         "Model and weights",
@@ -172,6 +173,8 @@ def test_generate_help_puts_every_option_under_a_heading(run_cli):
     sections = dict(zip(headings, text.split("\n\n")[-len(headings) :], strict=True))
     assert "--sampler" in sections["Sampling"] and "--outdir" in sections["Output"]
     assert "--sweep" in sections["Sweeps"] and "--yes" in sections["Sweeps"]
+    assert "--init-image" in sections["Start from an image"]
+    assert "--hires-denoise" in sections["Start from an image"]
     assert "--shard" in sections["Batch and distribution"] and "-h, --help" in sections["Reporting"]
 
 

@@ -51,6 +51,20 @@ def test_detects_sd2_ldm_and_diffusers_layouts():
     assert detect(diffusers) == ("sd-v2", "diffusers")
 
 
+@pytest.mark.parametrize(
+    ("context", "family"), [(768, "sd-v1-inpainting"), (1024, "sd-v2-inpainting")]
+)
+def test_detects_9_channel_u_nets_as_the_inpainting_families(context, family):
+    assert detect(_detection_dict(channels=9, context=context)) == (family, "ldm")
+    diffusers = {
+        "unet.conv_in.weight": _zeros((320, 9, 3, 3)),
+        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight": _zeros(
+            (320, context)
+        ),
+    }
+    assert detect(diffusers) == (family, "diffusers")
+
+
 def test_unknown_context_width_is_named():
     with pytest.raises(UnsupportedCheckpointError, match="context width 512"):
         detect(_detection_dict(context=512))
@@ -59,8 +73,6 @@ def test_unknown_context_width_is_named():
 @pytest.mark.parametrize(
     ("tensors", "message"),
     [
-        (_detection_dict(channels=9), "inpainting"),
-        (_detection_dict(channels=9, context=1024), "inpainting"),
         (_detection_dict(channels=5, context=1024), "5 input channels"),
         ({**_detection_dict(), "conditioner.embedders.0.x": _zeros(1)}, "XL"),
         ({"unet.add_embedding.linear_1.weight": _zeros((2, 2))}, "XL"),
@@ -94,6 +106,13 @@ def test_anything_else_is_not_a_stable_diffusion_checkpoint():
         (_detection_dict(context=1024), ("sd-v2", "v_prediction", 768)),
         ({**_detection_dict(context=1024), "global_step": 875000}, ("sd-v2", "epsilon", 512)),
         ({**_detection_dict(context=1024), "global_step": 110000}, ("sd-v2", "v_prediction", 768)),
+        (_detection_dict(channels=9), ("sd-v1-inpainting", "epsilon", 512)),
+        # diffusers' single-file loader: SD 2 inpainting is epsilon at 512, whatever the step
+        (_detection_dict(channels=9, context=1024), ("sd-v2-inpainting", "epsilon", 512)),
+        (
+            {**_detection_dict(channels=9, context=1024), "global_step": 200000},
+            ("sd-v2-inpainting", "epsilon", 512),
+        ),
     ],
 )
 def test_describe_state(state, expected):

@@ -64,9 +64,10 @@ def _full_diffusers_stand_in(family="sd-v1"):
 
 def test_param_lists_have_keras_cv_sizes():
     counts = {name: len(make()) for name, make in PARAMS.items()}
-    assert counts == {"text_encoder": 196, "diffusion_model": 686, "decoder": 140}
+    assert counts == {"text_encoder": 196, "diffusion_model": 686, "decoder": 140, "encoder": 108}
     total = sum(int(np.prod(p.shape)) for make in PARAMS.values() for p in make())
-    assert total == 123_060_480 + 859_520_964 + 49_490_199
+    # TextEncoder, DiffusionModel, Decoder and ImageEncoder's count_params()
+    assert total == 123_060_480 + 859_520_964 + 49_490_199 + 34_163_664
 
 
 def test_full_key_set_resolves_with_ignored_extras():
@@ -77,13 +78,30 @@ def test_full_key_set_resolves_with_ignored_extras():
             "model_ema.diffusion_modelinput_blocks00weight": _zeros((320, 4, 3, 3)),
             "cond_stage_model.transformer.text_model.embeddings.position_ids": _zeros((1, 77)),
             "alphas_cumprod": _zeros(1000),
-            "first_stage_model.encoder.conv_in.weight": _zeros((128, 3, 3, 3)),
-            "first_stage_model.quant_conv.weight": _zeros((8, 8, 1, 1)),
+            "first_stage_model.loss.logvar": _zeros(()),
         }
     )
     assert detect(tensors) == ("sd-v1", "ldm")
     resolved = resolve_keys(tensors, "ldm")
-    assert [len(v) for v in resolved.values()] == [196, 686, 140]
+    assert [len(v) for v in resolved.values()] == [196, 686, 140, 108]
+
+
+@pytest.mark.parametrize("layout", ["ldm", "diffusers"])
+def test_a_checkpoint_without_a_vae_encoder_resolves_without_one(layout):
+    """Some checkpoints leave the VAE's encoder out: they still convert (for txt2img)."""
+    tensors = _full_ldm_stand_in() if layout == "ldm" else _full_diffusers_stand_in()
+    prefix = "first_stage_model." if layout == "ldm" else "vae."
+    for key in [k for k in tensors if k.startswith((prefix + "encoder.", prefix + "quant_conv."))]:
+        del tensors[key]
+    resolved = resolve_keys(tensors, layout)
+    assert list(resolved) == ["text_encoder", "diffusion_model", "decoder"]
+
+
+def test_a_checkpoint_with_part_of_a_vae_encoder_names_what_it_lacks():
+    tensors = _full_ldm_stand_in()
+    del tensors["first_stage_model.encoder.mid.attn_1.q.weight"]
+    with pytest.raises(CheckpointError, match=r"lacks first_stage_model\.encoder\.mid\.attn_1"):
+        resolve_keys(tensors, "ldm")
 
 
 def test_missing_key_is_named():
@@ -141,16 +159,16 @@ def test_diffusers_layout_resolves_with_old_vae_attention_names():
     for p in params:
         key = p.aliases[0] if p.aliases else p.diffusers
         tensors[key] = _zeros(_torch_shape(p))
-    tensors["vae.encoder.conv_in.weight"] = _zeros((128, 3, 3, 3))
-    assert any(".query." in k for k in tensors)
+    assert any(".encoder.mid_block.attentions.0.query." in k for k in tensors)
+    assert any(".decoder.mid_block.attentions.0.query." in k for k in tensors)
     assert detect(tensors) == ("sd-v1", "diffusers")
     resolved = resolve_keys(tensors, "diffusers")
-    assert [len(v) for v in resolved.values()] == [196, 686, 140]
+    assert [len(v) for v in resolved.values()] == [196, 686, 140, 108]
 
 
 # -- SD 2.x --------------------------------------------------------------------------------
 
-SD2_COUNTS = [372, 686, 140]
+SD2_COUNTS = [372, 686, 140, 108]
 
 
 def test_sd2_param_lists_have_keras_cv_sizes():
@@ -159,8 +177,8 @@ def test_sd2_param_lists_have_keras_cv_sizes():
     assert counts == SD2_COUNTS
     totals = [sum(int(np.prod(p.shape)) for p in make()) for make in families["sd-v2"].values()]
     # TextEncoderV2(77).count_params(), DiffusionModelV2(64, 64, 77).count_params(),
-    # Decoder(64, 64).count_params()
-    assert totals == [340_387_840, 865_910_724, 49_490_199]
+    # Decoder(64, 64).count_params(), ImageEncoder().count_params()
+    assert totals == [340_387_840, 865_910_724, 49_490_199, 34_163_664]
 
 
 def _sd2_single_file_extras():
@@ -187,8 +205,7 @@ def _sd2_single_file_extras():
             "cond_stage_model.model.logit_scale": _zeros(()),
             "model_ema.decay": _zeros(()),
             "alphas_cumprod": _zeros(1000),
-            "first_stage_model.encoder.conv_in.weight": _zeros((128, 3, 3, 3)),
-            "first_stage_model.quant_conv.weight": _zeros((8, 8, 1, 1)),
+            "first_stage_model.loss.logvar": _zeros(()),
         }
     )
     return extras
@@ -220,7 +237,6 @@ def test_full_sd2_single_file_key_set_resolves_with_every_key_used_or_ignored():
 def test_full_sd2_diffusers_key_set_resolves():
     tensors = _full_diffusers_stand_in("sd-v2")
     tensors["text_encoder.text_model.embeddings.position_ids"] = _zeros((1, 77))
-    tensors["vae.encoder.conv_in.weight"] = _zeros((128, 3, 3, 3))
     assert detect(tensors) == ("sd-v2", "diffusers")
     resolved = resolve_keys(tensors, "diffusers", "sd-v2")
     assert [len(v) for v in resolved.values()] == SD2_COUNTS
@@ -319,8 +335,10 @@ def _tiny_checkpoint(family, layout, old_names=False):
             else:
                 key = p.aliases[0] if old_names and p.aliases else p.diffusers
             tensors[key] = rng.standard_normal(shape).astype(np.float16)
-    prefix = "first_stage_model." if layout == "ldm" else "vae."
-    tensors[prefix + "encoder.conv_in.weight"] = rng.standard_normal((8, 3, 3, 3))
+    if layout == "ldm":
+        tensors["first_stage_model.loss.logvar"] = np.zeros((), np.float32)
+    else:
+        tensors["text_encoder.text_model.embeddings.position_ids"] = np.arange(77)[None]
     tensors["alphas_cumprod"] = np.ones(1000, np.float32)
     return tensors
 

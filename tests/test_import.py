@@ -84,7 +84,15 @@ def test_models_lists_built_in_and_imported(run_cli):
     result = run_cli("models", "--json")
     assert result.exit_code == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)["models"]}
-    assert set(rows) == {"sd-v1.4", "sd-v1.5", "sd-v2.1", "tiny", "my-sd15", "my-768"}
+    assert set(rows) == {
+        "sd-v1.4",
+        "sd-v1.5",
+        "sd-v2.1",
+        "tiny",
+        "tiny-inpainting",
+        "my-sd15",
+        "my-768",
+    }
     assert rows["my-768"]["prediction_type"] == "v_prediction"
     assert rows["my-768"]["default_size"] == 768 and rows["my-768"]["imported"]
     assert not rows["tiny"]["imported"]

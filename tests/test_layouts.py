@@ -74,6 +74,36 @@ def test_decoder_matches_keras_cv():
     np.testing.assert_array_equal(ours.predict_on_batch(latent), expected)
 
 
+def test_encoder_matches_keras_cv():
+    ours = layouts.encoder(WIDTHS, SIZE, SIZE)
+    theirs = keras_cv.encoder(WIDTHS, SIZE)
+    _same_weights(ours, theirs, 4)
+    image = np.random.default_rng(0).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
+    expected = theirs.predict_on_batch(image)
+    assert expected.shape == (1, SIZE // 8, SIZE // 8, 4)
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_array_equal(ours.predict_on_batch(image), expected)
+
+
+def test_tiny_encoder_is_the_same_in_every_build_and_follows_the_seed():
+    """tiny's encoder is filled from seed + 3: every build (every process) gets the same
+    weights, so an encoded image is a function of the image alone."""
+    from sdgen.catalog import get_model_spec
+    from sdgen.families import family_of
+
+    spec = get_model_spec("tiny")
+    image = np.random.default_rng(1).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
+    first, second = (family_of(spec).build("encoder", spec, SIZE, SIZE) for _ in range(2))
+    latents = first.predict_on_batch(image)
+    assert latents.shape == (1, SIZE // 8, SIZE // 8, 4) and latents.std() > 0.01
+    np.testing.assert_array_equal(second.predict_on_batch(image), latents)
+    import dataclasses
+
+    other = dataclasses.replace(spec, seed=spec.seed + 1)
+    shifted = family_of(other).build("encoder", other, SIZE, SIZE)
+    assert not np.array_equal(shifted.predict_on_batch(image), latents)
+
+
 def test_diffusion_model_takes_other_context_lengths_and_input_channels():
     """Long prompts give a longer context; inpainting models take 9 input channels."""
     model = layouts.diffusion_model(WIDTHS, Attention(heads=2), SIZE, SIZE, 154, 9)

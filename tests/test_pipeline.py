@@ -377,3 +377,37 @@ def test_fused_guided_step_equals_raw_predictions_combined_in_the_pipeline(tiny_
     assert guided.shape == (1, 16, 16, 4)
     assert np.allclose(guided, combined, atol=1e-5)
     assert not np.allclose(guided, np.split(fused.denoise(latents, t_emb, contexts), 2)[1])
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler-a"])
+def test_txt2img_latents_are_the_plain_loop_over_the_sampler_protocol(tiny_pipeline, sampler):
+    """txt2img's final latents are what the sampler protocol's txt2img recipe gives
+    (``SamplerRun``: unit noise times ``init_noise_sigma``, then scale, guided U-Net
+    call and step, each step's fresh draw from the image's generator), written out
+    here on the backend's networks: the image tasks' branches of the denoising loop
+    (start latents, extra U-Net channels, the re-noised blend) leave it untouched."""
+    from sdgen.noise import LatentNoise
+    from sdgen.pipeline.guidance import combine
+    from sdgen.runtimes.signature import NetworkSignature
+    from sdgen.samplers import get_sampler
+
+    cfg = config(sampler=sampler, steps=3, guidance_scale=7.5, negative_prompt="blurry")
+    seen = []
+    tiny_pipeline.generate(cfg, callback=lambda k, step, steps, x: seen.append(np.array(x)))
+
+    conditioning = tiny_pipeline.encode(cfg.negative_prompt, cfg.prompt)
+    networks = tiny_pipeline.backend.networks(NetworkSignature(128, 128))
+    contexts = np.concatenate([conditioning.negative, conditioning.positive])
+    run = get_sampler(sampler).start(3, tiny_pipeline.spec.prediction_type)
+    generator = LatentNoise(cfg.rng, cfg.seed)
+    x = generator.draw(128, 128)[None] * np.float32(run.init_noise_sigma)
+    for index, timestep in enumerate(run.timesteps):
+        model_input = np.repeat(run.scale_model_input(x, index), 2, 0)
+        t_emb = timestep_embedding(timestep, tiny_pipeline.family.timestep_embedding_dim)
+        output = networks.denoise(model_input, np.repeat(t_emb[None], 2, 0), contexts)
+        noise = generator.draw(128, 128)[None] if run.needs_noise else None
+        x = run.step(combine(*np.split(np.asarray(output), 2), 7.5), index, x, noise)
+
+    assert len(seen) == 3
+    assert np.abs(x[0]).max() > 0.1
+    np.testing.assert_allclose(seen[-1], x[0], atol=1e-5)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sdgen.batch.prompts_file import (
+    _BOOL_KEYS,
     _INT_KEYS,
     _LIST_KEYS,
     _NUMBER_KEYS,
@@ -344,7 +345,7 @@ def test_bad_clip_skip_and_emphasis_fail_their_line(text, part):
 def test_every_config_key_has_a_json_type():
     """A new GenerationConfig field must be given its JSON type here, or a JSON line
     could pass it any value until GenerationConfig looks at it."""
-    typed = _INT_KEYS | _STR_KEYS | _NUMBER_KEYS | _SIZE_KEYS | _LIST_KEYS
+    typed = _INT_KEYS | _STR_KEYS | _NUMBER_KEYS | _SIZE_KEYS | _LIST_KEYS | _BOOL_KEYS
     assert set(CONFIG_KEYS) - typed == set()
     assert "--clip_skip" in _SUPPORTED_TAGS and "--emphasis" in _SUPPORTED_TAGS
 

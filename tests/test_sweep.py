@@ -222,7 +222,7 @@ def test_dynamic_prompts_and_sweeps_combine(run_cli, hermetic):
     ("sweep", "message"),
     [
         ("steps=0,10", "--sweep steps=0,10: 0: steps must be at least 1, got 0"),
-        ("strength=0.5", "'strength' is not an option that can be swept"),
+        ("batch-size=1,2", "'batch-size' is not an option that can be swept"),
         ("seed=1-1001", "this sweep makes 1001 images, more than 1000; add --yes"),
     ],
 )

@@ -253,7 +253,13 @@ def test_models_lists_embeddings_with_their_sizes_and_problems(run_cli, tmp_path
     result = run_cli("models", "--json", "--embeddings", folder)
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert {row["name"] for row in data["models"]} == {"sd-v1.4", "sd-v1.5", "sd-v2.1", "tiny"}
+    assert {row["name"] for row in data["models"]} == {
+        "sd-v1.4",
+        "sd-v1.5",
+        "sd-v2.1",
+        "tiny",
+        "tiny-inpainting",
+    }
     assert data["embeddings_folder"] == str(folder)
     rows = {row["name"]: row for row in data["embeddings"]}
     assert list(rows) == ["broken", "EasyNegative", "wide"]
@@ -285,4 +291,6 @@ def test_models_looks_in_sdgen_home_by_default(run_cli):
     assert f"no embeddings in {folder} (the folder does not exist)" in run_cli("models").stdout
     embedding_file(folder, "style", 1, width=64)
     data = json.loads(run_cli("models", "--json").stdout)
-    assert [(e["name"], e["families"]) for e in data["embeddings"]] == [("style", ["tiny"])]
+    assert [(e["name"], e["families"]) for e in data["embeddings"]] == [
+        ("style", ["tiny", "tiny-inpainting"])
+    ]

@@ -110,6 +110,8 @@ class LocalExecutor:
     estimate: Callable[[str], int] = memory_estimate
     #: why a model could not be loaded, so its later jobs fail at once, not load again
     load_failures: dict = field(default_factory=dict)
+    #: the notes already said this run (``Pipeline.notes``: each is said once)
+    said: set = field(default_factory=set)
 
     def prepare(self, model: str) -> None:
         """Raise ``SdgenError`` now if ``model``'s weights are missing (see
@@ -188,6 +190,7 @@ class LocalExecutor:
                 continue
             try:
                 pipeline = self._pipeline_for(job)
+                self._say_notes(pipeline, job.config)
                 for image in pipeline.generate_iter(job.config, on_step, only=ks):
                     remaining.discard(image.index)
                     yield job, image
@@ -201,6 +204,17 @@ class LocalExecutor:
                     job,
                     JobFailure(sorted(remaining), f"unexpected {type(error).__name__}: {error}"),
                 )
+
+    def _say_notes(self, pipeline, config) -> None:
+        """Say what the pipeline reports it does with ``config`` (``Pipeline.notes``:
+        resizes, the steps run), each note once a run."""
+        notes = getattr(pipeline, "notes", None)
+        if self.say is None or not callable(notes):
+            return
+        for note in notes(config):
+            if note not in self.said:
+                self.said.add(note)
+                self.say(note)
 
     def _pipeline_for(self, job):
         """The pipeline of ``job``'s model; a load that fails is remembered."""

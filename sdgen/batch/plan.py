@@ -102,15 +102,16 @@ def plan(
 
 
 def _sized(job: Job, sizes: dict[str, int]) -> Job:
-    """``job`` with its model's default width and height where it sets none."""
+    """``job`` with its width and height set where it sets none: its init image's
+    (rounded to multiples of 64; see :mod:`.image_task`), else its model's default."""
+    from .image_task import sized
+
     config = job.config
     if config.width is not None and config.height is not None:
         return job
     if job.model not in sizes:
         sizes[job.model] = get_model_spec(job.model).default_size
-    size = sizes[job.model]
-    config = replace(config, width=config.width or size, height=config.height or size)
-    return replace(job, config=config)
+    return replace(job, config=sized(config, sizes[job.model]))
 
 
 def _images(

@@ -15,11 +15,21 @@ A line is one of three kinds, and each may override the command's options for it
    ``--batch_size`` images make ``n_iter * batch_size`` images; ``--seed -1`` means a
    random seed; ``--lora`` (sdgen's, not A1111's: A1111 takes only the prompt's
    ``<lora:...>`` tags, which work here too) takes one or more ``NAME[:WEIGHT]``;
+   ``--init_image PATH``, ``--mask PATH`` and ``--denoising_strength S`` (sdgen's too:
+   A1111's script uses the img2img tab's image) start the line from an image;
 3. JSON Lines, a line starting with ``{``: an object whose keys are ``GenerationConfig``
    field names plus ``model``, e.g. ``{"prompt": "a cat", "seed": 3, "clip_skip": 2}``.
    ``null`` is accepted for ``seed``, ``width`` and ``height`` (random seed, the model's
    size). ``loras`` (or ``lora``) is a list of ``"NAME:WEIGHT"`` strings or
    ``{"name": ..., "weight": ...}`` objects (``te``/``unet`` for separate weights).
+   The image tasks take ``init_image``, ``mask``, ``strength``, ``resize``,
+   ``mask_blur``, ``inpaint_fill``, ``inpaint_area``, ``inpaint_padding``, ``outpaint``
+   (``"L,T,R,B"`` or ``[l, t, r, b]``), ``hires`` (true/false), ``hires_scale``,
+   ``hires_upscaler``, ``hires_steps`` and ``hires_denoise``.
+
+An image path (``init_image``, ``mask``) is taken from the prompts file's folder when it
+is relative, and the image is read when the file is: a missing or unreadable one comes
+back as a ``fatal`` line, which stops the run before any image is made.
 
 A bad line does not stop the file from being read: it comes back with ``error`` set, so
 a batch can report it and carry on with the other lines.
@@ -48,12 +58,15 @@ class PromptLine:
         validated values; ``{}`` for a plain prompt. Never holds ``"prompt"``.
     error: a one-line message starting with ``"line N: "`` when the line is bad, when
         ``prompt`` may be "" and ``overrides`` is ``{}``; else None.
+    fatal: the error is an image that cannot be read (``ImageInputError``): the run
+        stops before any work, rather than carrying on with the other lines.
     """
 
     line_number: int
     prompt: str
     overrides: dict = field(default_factory=dict)
     error: str | None = None
+    fatal: bool = False
 
 
 #: Keys a JSON line may hold: the fields of ``GenerationConfig`` plus ``model``.
@@ -69,13 +82,40 @@ _INT_KEYS = {
     "batch_size",
     "clip_skip",
     "subseed",
+    "mask_blur",
+    "inpaint_padding",
+    "hires_steps",
 }
-_STR_KEYS = {"prompt", "negative_prompt", "sampler", "emphasis", "model", "rng"}
-_NUMBER_KEYS = {"guidance_scale", "subseed_strength"}
-_SIZE_KEYS = {"seed_resize_from"}  # "WxH" or [width, height]
+_STR_KEYS = {
+    "prompt",
+    "negative_prompt",
+    "sampler",
+    "emphasis",
+    "model",
+    "rng",
+    "init_image",
+    "mask",
+    "resize",
+    "inpaint_fill",
+    "inpaint_area",
+    "hires_upscaler",
+}
+_NUMBER_KEYS = {"guidance_scale", "subseed_strength", "strength", "hires_scale", "hires_denoise"}
+_BOOL_KEYS = {"hires"}
+_SIZE_KEYS = {"seed_resize_from", "outpaint"}  # "WxH" / "L,T,R,B", or a list of numbers
 _LIST_KEYS = {"loras"}  # "NAME:WEIGHT", or a list of those or of {"name": ..., "weight": ...}
 #: None means "random" / "the model's size" / "none"
-_NULLABLE_KEYS = {"seed", "width", "height", "subseed", "seed_resize_from"}
+_NULLABLE_KEYS = {
+    "seed",
+    "width",
+    "height",
+    "subseed",
+    "seed_resize_from",
+    "init_image",
+    "mask",
+    "outpaint",
+    "hires_steps",
+}
 
 #: AUTOMATIC1111 tags: tag -> (GenerationConfig key, value type). ``n_iter`` is not a
 #: config key: it multiplies ``batch_size`` into ``num_images``.
@@ -98,6 +138,9 @@ A1111_TAGS = {
     "seed_resize_from_w": ("seed_resize_from_w", int),
     "seed_resize_from_h": ("seed_resize_from_h", int),
     "lora": ("loras", list),
+    "init_image": ("init_image", str),
+    "mask": ("mask", str),
+    "denoising_strength": ("strength", float),
 }
 _SUPPORTED_TAGS = ", ".join(f"--{tag}" for tag in A1111_TAGS)
 
@@ -107,6 +150,8 @@ _JSON_ALIASES = {
     "sampler_name": "sampler",
     "n_iter": "num_images",
     "negative": "negative_prompt",
+    "denoising_strength": "strength",
+    "init_images": "init_image",
 }
 
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
@@ -145,17 +190,22 @@ def read_prompts_file(path: str | Path) -> list[PromptLine]:
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
-            prompts.append(parse_line(stripped, number))
+            prompts.append(parse_line(stripped, number, path.parent))
     if not prompts:
         what = "is empty" if not text.strip() else "has only comments and blank lines"
         raise PromptsFileError(f"prompts file {path} {what}; write one prompt per line")
     return prompts
 
 
-def parse_line(text: str, line_number: int) -> PromptLine:
+def parse_line(text: str, line_number: int, folder: Path | None = None) -> PromptLine:
     """One line of a prompts file (not a blank or ``#`` comment line, which
     ``read_prompts_file`` skips). Never raises for a bad line: the result has ``error``
-    set instead."""
+    set instead (and ``fatal`` for an image that cannot be read). Relative image paths
+    are taken from ``folder`` [the working folder]; the images are read here, so the
+    line's ``overrides`` hold ``ImageInput``s."""
+    from ..images.source import ImageInputError
+    from .image_task import read_images
+
     try:
         stripped = text.strip()
         if stripped.startswith("--"):
@@ -168,6 +218,11 @@ def parse_line(text: str, line_number: int) -> PromptLine:
         if prompt is None or not prompt.strip():
             raise _LineError("no prompt")
         prompt = prompt.strip()
+        try:
+            settings = read_images(settings, folder)
+        except ImageInputError as error:
+            message = " ".join(str(error).split())
+            return PromptLine(line_number, "", {}, f"line {line_number}: {message}", True)
         _validate(prompt, settings)
     except _LineError as error:
         message = " ".join(str(error).split())  # always one line
@@ -263,13 +318,20 @@ def _json_type(key: str, value) -> tuple[bool, str]:
         ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
     elif key in _STR_KEYS:
         ok, expected = isinstance(value, str), "a string"
+    elif key in _BOOL_KEYS:
+        ok, expected = isinstance(value, bool), "true or false"
     elif key in _NUMBER_KEYS:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         expected = "a number"
     elif key in _LIST_KEYS:
         ok, expected = isinstance(value, str | list | dict), "LoRAs (NAME:WEIGHT or a list)"
     elif key in _SIZE_KEYS:
-        ok, expected = isinstance(value, str | list), 'a "WxH" string or [width, height]'
+        ok = isinstance(value, str | list)
+        expected = (
+            '"L,T,R,B" or [l, t, r, b]'
+            if key == "outpaint"
+            else 'a "WxH" string or [width, height]'
+        )
     else:  # a GenerationConfig field this table has not met yet: its own check decides
         ok, expected = True, ""
     return ok, expected

@@ -12,9 +12,11 @@ from ..batch.executors import LoadOptions
 from ..batch.work import OutputOptions
 from .generate import run_and_report
 from .options import (
+    IMAGE_TASK_PARAMS,
     embeddings_option,
     emphasis_option,
     guidance_option,
+    image_task_options,
     lora_dir_option,
     model_option,
     noise_options,
@@ -43,6 +45,7 @@ _OVERRIDES = (
     "emphasis",
     "clip_skip",
     "num_images",
+    *IMAGE_TASK_PARAMS,
 )
 
 
@@ -62,6 +65,7 @@ _OVERRIDES = (
 @sampler_option
 @noise_options
 @emphasis_option()
+@image_task_options
 @click.option("--clip-skip", type=int, default=1, help="A1111's Clip skip, instead of the image's.")
 @click.option("--num-images", type=int, default=1, show_default=True, help="Images to make.")
 @model_option
@@ -86,7 +90,9 @@ def again_command(ctx, image, quiet, as_json, debug, **options):
     """Make IMAGE again from the parameters it holds (an sdgen, AUTOMATIC1111 or
     stable-diffusion.cpp infotext). Options given here win over the image's; what the
     image asks for that sdgen cannot do is listed on stderr ("ignored: ...").
-    The defaults below apply only where the image gives no value.
+    The defaults below apply only where the image gives no value. An image made from
+    an init image (and mask) needs them again: --init-image PATH (--mask PATH); the
+    infotext holds only their hashes, which are checked.
 
     \b
       sdgen again outputs/00000-42-a-cat.png --out same.png

@@ -20,9 +20,11 @@ from ..output.files import no_empty_folder_left
 from ..service import GenerateRequest, start_generation
 from ..sweep import SweepTooLargeError
 from .options import (
+    IMAGE_TASK_PARAMS,
     embeddings_option,
     emphasis_option,
     guidance_option,
+    image_task_options,
     lora_dir_option,
     model_option,
     noise_options,
@@ -69,6 +71,8 @@ _NOT_IN_PRESETS = {
     "shard",
     "ray_address",
     "checkpoint",
+    "init_image",  # files: given for a run, never by a preset
+    "mask",
 }
 
 
@@ -99,6 +103,7 @@ HELP_SECTIONS = {
         "num_images",
         "config",
     ),
+    "Start from an image": IMAGE_TASK_PARAMS,
     "Sweeps": ("sweep", "yes"),
     "Output": ("out", "outdir", "name_template", "grid", "overwrite", "force"),
     "Model and weights": ("model", "checkpoint", "weights_dir", "offline"),
@@ -133,6 +138,7 @@ HELP_SECTIONS = {
     "as free GPU memory holds (1 on a CPU, where bigger batches are slower).",
 )
 @sampler_option
+@image_task_options
 @emphasis_option(
     "How (word:1.2) weights apply: original (A1111's default: weighted, then each chunk's mean restored), no-norm, ignore (brackets parsed, weights dropped) or off (brackets are plain text)."
 )
@@ -360,4 +366,5 @@ _CONFIG_OPTIONS = (
     "subseed_strength",
     "seed_resize_from",
     "loras",
+    *IMAGE_TASK_PARAMS,
 )

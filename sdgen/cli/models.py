@@ -100,7 +100,9 @@ def models_command(embeddings_dir, lora_dir, as_json):
         data.update(loras_folder=str(loras_folder), loras=loras)
         click.echo(json.dumps(data, indent=2))
         return
-    line = "{:16} {:6} {:13} {:>4}  {:30} {}".format
+    # as wide as the widest family (``sd-v1-inpainting``), so the columns stay aligned
+    family_width = max([6, *(len(row["family"]) for row in rows)])
+    line = f"{{:16}} {{:{family_width}}} {{:13}} {{:>4}}  {{:30}} {{}}".format
     click.echo(line("model", "family", "prediction", "size", "first run", "description"))
     for row in rows:
         click.echo(

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from ..config import AUTO_BATCH, DEFAULT_SAMPLER, DEFAULT_STEPS
+from ..config import (
+    AUTO_BATCH,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    HIRES_UPSCALERS,
+    INPAINT_AREAS,
+    INPAINT_FILLS,
+    RESIZE_MODES,
+)
 from ..noise import DEFAULT_RNG, RNG_KINDS
 from ..registry import model_specs
 from ..runtimes import RUNTIMES
@@ -105,7 +113,8 @@ def sweep_options(command):
         help="Sweep a setting (repeat for the Y and Z axes): every combination is an image, "
         "and each Z value gets a labelled grid. Keys: steps, guidance-scale, sampler, seed, "
         "clip-skip, width, height, size, model, negative-prompt, subseed-strength, rng, "
-        "prompt-sr (FROM,TO1,TO2: replace FROM in the prompt), ...; ranges: 10-40:10, 3-9(4).",
+        "prompt-sr (FROM,TO1,TO2: replace FROM in the prompt), strength, hires-denoise, "
+        "hires-scale, ...; ranges: 10-40:10, 3-9(4).",
     )(command)
 
 
@@ -248,4 +257,141 @@ _REPORTING_OPTIONS = (
         "--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."
     ),
     click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks."),
+)
+
+
+def image_task_options(command):
+    """The options of the image tasks (img2img, inpainting, outpainting, hires fix):
+    ``--init-image``, ``--strength``, ``--resize``, ``--mask``, ``--mask-blur``,
+    ``--inpaint-fill``, ``--inpaint-area``, ``--inpaint-padding``, ``--outpaint``,
+    ``--hires``, ``--hires-scale``, ``--hires-upscaler``, ``--hires-steps`` and
+    ``--hires-denoise``, declared once for ``generate`` and ``again``. Their defaults are
+    ``GenerationConfig``'s; the config checks the values."""
+    for option in reversed(_IMAGE_TASK_OPTIONS):
+        command = option(command)
+    return command
+
+
+#: The parameter names of ``image_task_options``, in help order.
+IMAGE_TASK_PARAMS = (
+    "init_image",
+    "strength",
+    "resize",
+    "mask",
+    "mask_blur",
+    "inpaint_fill",
+    "inpaint_area",
+    "inpaint_padding",
+    "outpaint",
+    "hires",
+    "hires_scale",
+    "hires_upscaler",
+    "hires_steps",
+    "hires_denoise",
+)
+
+_IMAGE_TASK_OPTIONS = (
+    click.option(
+        "--init-image",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        metavar="PATH",
+        help="Start from this image (img2img): PNG, JPEG, WebP, ...; EXIF orientation, "
+        "alpha, greyscale and 16-bit are converted. Without --width/--height its size "
+        "rounded to multiples of 64 is used.",
+    ),
+    click.option(
+        "--strength",
+        type=float,
+        default=0.75,
+        show_default=True,
+        help="img2img denoising strength in (0, 1]: the share of the steps run from the "
+        "noised image (A1111's Denoising strength).",
+    ),
+    click.option(
+        "--resize",
+        type=click.Choice(RESIZE_MODES),
+        default="crop",
+        show_default=True,
+        help="How an init image of another size is brought to --width/--height: crop "
+        "(cover, cut the overflow evenly), fit (fit inside, fill the border from the "
+        "edges) or stretch.",
+    ),
+    click.option(
+        "--mask",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        metavar="PATH",
+        help="Inpaint: white is repainted, black is kept. Needs --init-image; a mask of "
+        "another size is resized with the image's geometry (--resize).",
+    ),
+    click.option(
+        "--mask-blur",
+        type=int,
+        default=4,
+        show_default=True,
+        help="Blur radius of the mask in pixels.",
+    ),
+    click.option(
+        "--inpaint-fill",
+        type=click.Choice(INPAINT_FILLS),
+        default="original",
+        show_default=True,
+        help="What the masked region starts from: the image, fresh noise, or zero latents.",
+    ),
+    click.option(
+        "--inpaint-area",
+        type=click.Choice(INPAINT_AREAS),
+        default="full",
+        show_default=True,
+        help="full: denoise the whole picture; masked: cut out the region around the mask, "
+        "denoise it at the full size and paste it back (A1111's Only masked).",
+    ),
+    click.option(
+        "--inpaint-padding",
+        type=int,
+        default=32,
+        show_default=True,
+        help="Pixels around the mask that --inpaint-area masked takes.",
+    ),
+    click.option(
+        "--outpaint",
+        default=None,
+        metavar="L,T,R,B",
+        help="Extend the init image by these pixels on the left, top, right and bottom, "
+        "and paint the border.",
+    ),
+    click.option(
+        "--hires/--no-hires",
+        default=False,
+        help="Hires fix: generate at --width/--height, enlarge by --hires-scale, then "
+        "an img2img pass at the larger size.",
+    ),
+    click.option(
+        "--hires-scale",
+        type=float,
+        default=2.0,
+        show_default=True,
+        help="How much hires fix enlarges (1 to 8; the result must be multiples of 64).",
+    ),
+    click.option(
+        "--hires-upscaler",
+        type=click.Choice(HIRES_UPSCALERS),
+        default="latent",
+        show_default=True,
+        help="Enlarge the latents (bilinear or nearest), or the pixels with Lanczos.",
+    ),
+    click.option(
+        "--hires-steps",
+        type=int,
+        default=None,
+        help="Steps of the hires pass.  [default: --steps]",
+    ),
+    click.option(
+        "--hires-denoise",
+        type=float,
+        default=0.7,
+        show_default=True,
+        help="Denoising strength of the hires pass, in (0, 1].",
+    ),
 )

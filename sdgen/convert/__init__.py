@@ -35,7 +35,16 @@ from .mapping import (
     to_keras,
 )
 from .readers import DIFFUSERS_FILES, read_checkpoint
-from .tables import PARAMS, PARAMS_BY_FAMILY, SD1_WIDTHS, SD2_WIDTHS, Param, Widths, family_tables
+from .tables import (
+    OPTIONAL_NETWORKS,
+    PARAMS,
+    PARAMS_BY_FAMILY,
+    SD1_WIDTHS,
+    SD2_WIDTHS,
+    Param,
+    Widths,
+    family_tables,
+)
 from .writer import FILENAMES, save_converted
 
 __all__ = [
@@ -43,6 +52,7 @@ __all__ = [
     "FILENAMES",
     "IGNORED_KEYS",
     "IGNORED_PREFIXES",
+    "OPTIONAL_NETWORKS",
     "PARAMS",
     "PARAMS_BY_FAMILY",
     "SD1_WIDTHS",

@@ -14,7 +14,8 @@ from .readers import read_with_metadata
 
 class ConvertedCheckpoint(collections.abc.Mapping):
     """Converted weights (``weights[network]``: keras_cv weight lists keyed
-    ``text_encoder``, ``diffusion_model`` and ``decoder``) and what the checkpoint is.
+    ``text_encoder``, ``diffusion_model``, ``decoder`` and, for a checkpoint that has
+    the VAE's encoder (almost all do), ``encoder``) and what the checkpoint is.
 
     It reads as the ``weights`` mapping itself, so code written for the plain dictionary
     :func:`convert_checkpoint` used to return keeps working.
@@ -35,6 +36,13 @@ class ConvertedCheckpoint(collections.abc.Mapping):
 
     def __len__(self):
         return len(self.weights)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The networks converted, in the order ``sdgen.spec`` lists roles."""
+        from ..spec import IMAGE_ROLES, ROLES
+
+        return tuple(role for role in (*ROLES, *IMAGE_ROLES) if role in self.weights)
 
     def describe(self) -> dict:
         """The same dictionary as :func:`describe`."""

@@ -1,8 +1,9 @@
 """Recognise what a checkpoint is from its tensors and what it says about itself.
 
 :func:`detect` names the family (SD 1.x by its 768-wide cross-attention context, SD 2.x
-by its 1024-wide one) and the layout (single file or diffusers folder), and refuses the
-kinds sdgen cannot convert (SDXL, inpainting, unCLIP, LoRA). :func:`describe` adds the
+by its 1024-wide one; their inpainting variants by conv_in's 9 input channels) and the
+layout (single file or diffusers folder), and refuses the kinds sdgen cannot convert
+(SDXL, unCLIP, LoRA). :func:`describe` adds the
 prediction type and the default image size.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..families import FAMILIES
+from ..families import FAMILIES, variant_with_channels
 from .errors import NotACheckpointError, UnsupportedCheckpointError
 from .readers import shapes_with_metadata
 
@@ -21,18 +22,24 @@ _DIFFUSERS_CONTEXT = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2
 
 
 #: The family of a U-Net by the width of its cross-attention context (SD 1.x: 768,
-#: SD 2.x: 1024, tiny: 64); the weight tables then check every other shape.
-_FAMILY_BY_CONTEXT = {family.context_width: family.name for family in FAMILIES.values()}
+#: SD 2.x: 1024, tiny: 64), then by its input channels (9: the family's inpainting
+#: variant); the weight tables then check every other shape.
+_FAMILY_BY_CONTEXT = {
+    family.context_width: family.name for family in FAMILIES.values() if family.variant_of is None
+}
+#: The U-Net input channels sdgen converts: text-to-image (4) and inpainting (9).
+_CHANNELS = sorted({family.in_channels for family in FAMILIES.values()})
 
 
 def detect(tensors: dict[str, np.ndarray]) -> tuple[str, str]:
     """(family, layout) of a checkpoint: family ``"sd-v1"`` (context width 768) or
-    ``"sd-v2"`` (context width 1024); layout ``"ldm"`` (single file, CompVis naming) or
+    ``"sd-v2"`` (context width 1024), or their inpainting variants ``"sd-v1-inpainting"``
+    and ``"sd-v2-inpainting"`` when conv_in takes 9 channels (as diffusers' single-file
+    loader tells them apart); layout ``"ldm"`` (single file, CompVis naming) or
     ``"diffusers"`` (a folder read by :func:`read_checkpoint`).
 
-    Raises :class:`UnsupportedCheckpointError` for SDXL, inpainting (and other
-    non-4-channel) U-Nets and LoRA files, and :class:`NotACheckpointError` for anything
-    else.
+    Raises :class:`UnsupportedCheckpointError` for SDXL, U-Nets taking neither 4 nor 9
+    channels and LoRA files, and :class:`NotACheckpointError` for anything else.
     """
     keys = tensors.keys()
     if "model.diffusion_model.label_emb.0.0.weight" in tensors and not any(
@@ -64,14 +71,10 @@ def detect(tensors: dict[str, np.ndarray]) -> tuple[str, str]:
             "this checkpoint has LoRA weights (keys with 'lora_') merged in; not supported"
         )
     channels = tensors[conv_in].shape[1] if tensors[conv_in].ndim == 4 else None
-    if channels == 9:
+    if channels not in _CHANNELS:
         raise UnsupportedCheckpointError(
-            "this is an inpainting checkpoint (its U-Net takes 9 channels); sdgen "
-            "converts text-to-image checkpoints only"
-        )
-    if channels != 4:
-        raise UnsupportedCheckpointError(
-            f"the U-Net takes {channels} input channels ({conv_in}); expected 4"
+            f"the U-Net takes {channels} input channels ({conv_in}); expected 4 "
+            "(text-to-image) or 9 (inpainting)"
         )
     if context not in tensors or tensors[context].ndim != 2:
         raise NotACheckpointError(f"not a Stable Diffusion checkpoint: no {context}")
@@ -80,7 +83,12 @@ def detect(tensors: dict[str, np.ndarray]) -> tuple[str, str]:
         raise UnsupportedCheckpointError(
             f"unknown Stable Diffusion variant: context width {width} in {context}"
         )
-    return _FAMILY_BY_CONTEXT[width], layout
+    family = variant_with_channels(_FAMILY_BY_CONTEXT[width], channels)
+    if family is None:
+        raise UnsupportedCheckpointError(
+            f"no {_FAMILY_BY_CONTEXT[width]} variant takes {channels} input channels ({conv_in})"
+        )
+    return family.name, layout
 
 
 #: The global step of the SD 2.0 512-base single file; diffusers' converter takes any
@@ -117,16 +125,18 @@ def describe_family(family: str, meta: dict) -> dict:
 
 
 def describe(path_or_state) -> dict:
-    """What a checkpoint is: ``{"family": "sd-v1" | "sd-v2", "prediction_type":
-    "epsilon" | "v_prediction", "default_size": 512 | 768}``.
+    """What a checkpoint is: ``{"family": "sd-v1" | "sd-v2" (or their ``-inpainting``
+    variants), "prediction_type": "epsilon" | "v_prediction", "default_size": 512 | 768}``.
 
     ``path_or_state`` is a checkpoint path (file or diffusers folder) or a dictionary of
     tensors as :func:`read_checkpoint` returns (which may also hold a ``global_step``).
 
-    SD 1.x is epsilon-predicting at 512 pixels. An SD 2.x single file does not say
-    whether it is the 512 base (epsilon) or the 768-v model: as diffusers' converter does,
-    a ``.ckpt`` whose top-level ``global_step`` is 875000 is taken for the 512 base and
-    anything else (every ``.safetensors`` file included) for 768-v; pass
+    SD 1.x is epsilon-predicting at 512 pixels, and so are both inpainting families
+    (diffusers' single-file loader configures SD 2 inpainting that way). An SD 2.x
+    text-to-image single file does not say whether it is the 512 base (epsilon) or the
+    768-v model: as diffusers' converter does, a ``.ckpt`` whose top-level
+    ``global_step`` is 875000 is taken for the 512 base and anything else (every
+    ``.safetensors`` file included) for 768-v; pass
     ``prediction_type`` to :func:`convert_checkpoint` to override. A diffusers folder
     says so itself: ``scheduler/scheduler_config.json``'s ``prediction_type`` (epsilon
     when absent) and ``unet/config.json``'s ``sample_size`` times 8.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CheckpointError
-from .tables import PARAMS_BY_FAMILY, Param, Widths, family_tables
+from .tables import OPTIONAL_NETWORKS, PARAMS_BY_FAMILY, Param, Widths, family_tables
 
 #: Keys of single-file (CompVis/LDM) checkpoints that are not weights of the networks:
 #: the training-time noise schedule, EMA bookkeeping and CLIP's position ids.
@@ -45,15 +45,11 @@ IGNORED_KEYS = frozenset(
         "cond_stage_model.model.attn_mask",
     }
 )
-#: Key prefixes ignored as a whole: EMA copies of the U-Net, and the VAE's encoder, which
-#: text-to-image generation does not use (keras_cv's ImageEncoder is not converted).
+#: Key prefixes ignored as a whole: EMA copies of the U-Net, and the VAE's training loss
+#: (its discriminator). The VAE's encoder is converted (image-to-image tasks use it).
 IGNORED_PREFIXES = (
     "model_ema.",
-    "first_stage_model.encoder.",
-    "first_stage_model.quant_conv.",
     "first_stage_model.loss.",
-    "vae.encoder.",
-    "vae.quant_conv.",
     # SD 2.x conditions on OpenCLIP's penultimate layer: its last block (of 24) is unused,
     # as in diffusers' converter (SD_2_TEXT_ENCODER_KEYS_TO_IGNORE).
     "cond_stage_model.model.transformer.resblocks.23.",
@@ -101,6 +97,8 @@ def resolve_keys(
 ) -> dict[str, list[tuple[str, Param]]]:
     """For each network of ``family``, the checkpoint key of each keras weight, in keras
     order. ``params`` replaces the family's weight tables (``{network: () -> [Param]}``).
+    A network of :data:`OPTIONAL_NETWORKS` (the VAE encoder) of which the checkpoint
+    holds no tensor at all is left out of the result.
 
     Raises :class:`CheckpointError` naming the first missing tensor, or the tensors
     that are neither used nor in the ignore lists.
@@ -113,7 +111,12 @@ def resolve_keys(
     result = {}
     for network, make in (params or PARAMS_BY_FAMILY[family]).items():
         keys = []
-        for param in make():
+        table = make()
+        if network in OPTIONAL_NETWORKS and not any(
+            _candidates(param, layout) & tensors.keys() for param in table
+        ):
+            continue
+        for param in table:
             candidates = (param.ldm,) if layout == "ldm" else (param.diffusers, *param.aliases)
             key = next((k for k in candidates if k in tensors), None)
             if key is None:
@@ -134,6 +137,10 @@ def resolve_keys(
     return result
 
 
+def _candidates(param: Param, layout: str) -> set[str]:
+    return {param.ldm} if layout == "ldm" else {param.diffusers, *param.aliases}
+
+
 def map_weights(
     tensors: dict[str, np.ndarray],
     layout: str,
@@ -142,7 +149,8 @@ def map_weights(
     consume: bool = False,
     params=None,
 ) -> dict[str, list[np.ndarray]]:
-    """The keras_cv weight lists of a detected checkpoint of ``family``, by network.
+    """The keras_cv weight lists of a detected checkpoint of ``family``, by network
+    (without ``encoder`` for a checkpoint that has no VAE encoder).
 
     Every key is resolved (see :func:`resolve_keys`) before any tensor is converted; a
     tensor whose shape does not fit raises :class:`CheckpointError` naming it. With

@@ -5,7 +5,8 @@ into keras' (``kind``), and the tensor's name in a single file (CompVis/LDM nami
 in a diffusers folder. The tables are written at any :class:`Widths`, so the tests can
 convert networks of SD's layout at tiny widths with the same tables. ``TextEncoder``,
 ``DiffusionModel`` and ``Decoder`` make up SD 1.x; ``TextEncoderV2``,
-``DiffusionModelV2`` and the same ``Decoder`` SD 2.x.
+``DiffusionModelV2`` and the same ``Decoder`` SD 2.x; both share the VAE's encoder
+(``ImageEncoder``), which image-to-image tasks use.
 """
 
 from __future__ import annotations
@@ -174,12 +175,13 @@ def text_encoder_v2_params(widths: Widths = SD2_WIDTHS) -> list[Param]:
 
 
 def diffusion_model_params(  # noqa: C901 (the U-Net's table follows its blocks level by level, as keras_cv builds them)
-    widths: Widths = SD1_WIDTHS, linear_projection: bool = False
+    widths: Widths = SD1_WIDTHS, linear_projection: bool = False, in_channels: int = 4
 ) -> list[Param]:
     """keras_cv ``DiffusionModel`` (SD 1.x U-Net) weights, in keras order; with
     ``SD2_WIDTHS, linear_projection=True``, ``DiffusionModelV2``'s (SD 2.x: its
     SpatialTransformers project in and out with Dense layers, ``fully_connected=True``).
-    The number of heads does not change any weight's shape."""
+    The number of heads does not change any weight's shape; ``in_channels`` (9 for an
+    inpainting U-Net) changes conv_in's."""
     w = _Walk("model.diffusion_model.", "unet.")
     context_dim = widths.context
     first, time_dim = widths.unet[0], 4 * widths.unet[0]
@@ -217,7 +219,7 @@ def diffusion_model_params(  # noqa: C901 (the U-Net's table follows its blocks 
     # keras lists the layers of a functional model in topological order: the first
     # time-embedding Dense, conv_in, the second Dense, then the U-Net.
     w.dense("time_embed.0", "time_embedding.linear_1", first, time_dim)
-    w.conv("input_blocks.0.0", "conv_in", 4, first)
+    w.conv("input_blocks.0.0", "conv_in", in_channels, first)
     w.dense("time_embed.2", "time_embedding.linear_2", time_dim, time_dim)
 
     skips = [first]
@@ -318,14 +320,66 @@ def decoder_params(widths: Widths = SD1_WIDTHS) -> list[Param]:
     return w.params
 
 
+def encoder_params(widths: Widths = SD1_WIDTHS) -> list[Param]:
+    """keras_cv ``ImageEncoder`` (the VAE encoder, with quant_conv) weights, in keras
+    order. SD's single files number its levels from the image side, as diffusers does."""
+    w = _Walk("first_stage_model.", "vae.")
+
+    def resnet(ldm, diffusers, n_in, n_out):
+        w.norm(f"{ldm}.norm1", f"{diffusers}.norm1", n_in)
+        w.conv(f"{ldm}.conv1", f"{diffusers}.conv1", n_in, n_out)
+        w.norm(f"{ldm}.norm2", f"{diffusers}.norm2", n_out)
+        w.conv(f"{ldm}.conv2", f"{diffusers}.conv2", n_out, n_out)
+        if n_in != n_out:
+            w.conv(f"{ldm}.nin_shortcut", f"{diffusers}.conv_shortcut", n_in, n_out, 1)
+
+    levels = widths.encoder_levels
+    w.conv("encoder.conv_in", "encoder.conv_in", 3, levels[0])
+    channels = levels[0]
+    for level, width in enumerate(levels):
+        for j in range(2):
+            resnet(
+                f"encoder.down.{level}.block.{j}",
+                f"encoder.down_blocks.{level}.resnets.{j}",
+                channels,
+                width,
+            )
+            channels = width
+        if level < 3:
+            w.conv(
+                f"encoder.down.{level}.downsample.conv",
+                f"encoder.down_blocks.{level}.downsamplers.0.conv",
+                width,
+                width,
+            )
+    mid = levels[-1]
+    resnet("encoder.mid.block_1", "encoder.mid_block.resnets.0", mid, mid)
+    a_ldm, a_diff = "encoder.mid.attn_1", "encoder.mid_block.attentions.0"
+    w.norm(f"{a_ldm}.norm", f"{a_diff}.group_norm", mid)
+    for ldm, new, old in (
+        ("q", "to_q", "query"),
+        ("k", "to_k", "key"),
+        ("v", "to_v", "value"),
+        ("proj_out", "to_out.0", "proj_attn"),
+    ):
+        w.conv(f"{a_ldm}.{ldm}", f"{a_diff}.{new}", mid, mid, 1, aliases=(f"{a_diff}.{old}",))
+    resnet("encoder.mid.block_2", "encoder.mid_block.resnets.1", mid, mid)
+    w.norm("encoder.norm_out", "encoder.conv_norm_out", mid)
+    w.conv("encoder.conv_out", "encoder.conv_out", mid, 8)
+    w.conv("quant_conv", "quant_conv", 8, 8, 1)
+    return w.params
+
+
 _TEXT_TABLES = {"clip": text_encoder_params, "openclip": text_encoder_v2_params}
 #: Per family: the text encoder's table, whether the U-Net's SpatialTransformers project
-#: in and out with Dense layers, and the family's own widths (from its record).
+#: in and out with Dense layers, the family's own widths (from its record) and its
+#: U-Net's input channels.
 _FAMILIES = {
     family.name: (
         _TEXT_TABLES[family.checkpoint_text],
         family.attention.fully_connected,
         family.widths,
+        family.in_channels,
     )
     for family in FAMILIES.values()
 }
@@ -334,20 +388,29 @@ _FAMILIES = {
 def family_tables(
     family: str, widths: Widths | None = None
 ) -> dict[str, Callable[[], list[Param]]]:
-    """The weight tables of ``family`` (``"sd-v1"``, ``"sd-v2"`` or ``"tiny"``), by network
-    (``text_encoder``, ``diffusion_model``, ``decoder``), each a function that returns
+    """The weight tables of ``family`` (``"sd-v1"``, ``"sd-v2"``, ``"tiny"`` or an
+    inpainting variant, ``"sd-v1-inpainting"``: conv_in takes 9 channels), by network
+    (``text_encoder``, ``diffusion_model``, ``decoder`` and the VAE ``encoder``, which
+    a checkpoint may lack: see :data:`OPTIONAL_NETWORKS`), each a function that returns
     its :class:`Param` list; at ``widths``, or the family's own widths when ``None``."""
     if family not in _FAMILIES:
         raise ValueError(f"unknown family {family!r}")
-    text, linear_projection, own = _FAMILIES[family]
+    text, linear_projection, own, in_channels = _FAMILIES[family]
     widths = own if widths is None else widths
     return {
         "text_encoder": lambda: text(widths),
         "diffusion_model": lambda: diffusion_model_params(
-            widths, linear_projection=linear_projection
+            widths, linear_projection=linear_projection, in_channels=in_channels
         ),
         "decoder": lambda: decoder_params(widths),
+        "encoder": lambda: encoder_params(widths),
     }
+
+
+#: Networks a checkpoint may lack as a whole: the VAE encoder, which only image-to-image
+#: tasks use. A checkpoint with none of its tensors converts without it; one with some
+#: of them must have them all.
+OPTIONAL_NETWORKS = ("encoder",)
 
 
 #: The weight tables of every family at its own widths (``{family: {network: () ->

@@ -15,12 +15,15 @@ import numpy as np
 
 from ..families import FAMILIES
 from .errors import CheckpointError
+from .tables import OPTIONAL_NETWORKS
 
-#: File names of the converted networks, the ``--weights DIR`` layout.
+#: File names of the converted networks, the ``--weights DIR`` layout (keras_cv's own
+#: names; ``vae_encoder.h5`` is written only for a checkpoint that has a VAE encoder).
 FILENAMES = {
     "text_encoder": "kcv_encoder.h5",
     "diffusion_model": "kcv_diffusion_model.h5",
     "decoder": "kcv_decoder.h5",
+    "encoder": "vae_encoder.h5",
 }
 
 
@@ -28,12 +31,22 @@ def _family_of_weights(weights) -> str:
     family = getattr(weights, "family", None)
     if family is not None:
         return family
+    from ..families import variant_with_channels
+
     try:
         width = np.shape(weights["text_encoder"][0])[1]
     except (KeyError, IndexError, TypeError):
         return "sd-v1"
-    by_width = {family.widths.text: family.name for family in FAMILIES.values()}
-    return by_width.get(width, "sd-v1")
+    by_width = {
+        family.widths.text: family.name for family in FAMILIES.values() if family.variant_of is None
+    }
+    base = by_width.get(width, "sd-v1")
+    try:  # the U-Net's weights begin with a Dense (kernel, bias), then conv_in's kernel
+        channels = np.shape(weights["diffusion_model"][2])[2]
+    except (KeyError, IndexError, TypeError):
+        return base
+    found = variant_with_channels(base, channels)
+    return base if found is None else found.name
 
 
 def save_converted(converted, folder) -> Path:
@@ -41,8 +54,9 @@ def save_converted(converted, folder) -> Path:
     of weight lists) as keras_cv's h5 files into ``folder``, atomically: the files are
     written in a sibling temporary folder that is then renamed into place.
 
-    The networks built are those of the checkpoint's family (V2 ones for SD 2.x; a plain
-    dictionary's family is read off its token embedding's width). The family, prediction
+    The networks built are those of the checkpoint's family (and the VAE encoder only if
+    the checkpoint has one) (V2 ones for SD 2.x; a plain dictionary's family is read off
+    its token embedding's width and conv_in's input channels). The family, prediction
     type and default size are not written: record them from the ``ConvertedCheckpoint``.
     """
     import types
@@ -59,6 +73,8 @@ def save_converted(converted, folder) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         for role, filename in FILENAMES.items():
+            if role in OPTIONAL_NETWORKS and role not in converted:
+                continue  # a checkpoint without a VAE encoder
             model = family_of(spec).build(role, spec, 64, 64)
             try:
                 model.set_weights(converted[role])

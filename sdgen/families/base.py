@@ -9,6 +9,10 @@ from ..networks.layouts import LATENT_CHANNELS, MAX_PROMPT_LENGTH, Attention, Wi
 from ..spec import ModelSpec
 from ..text.tokenizer import END_OF_TEXT
 
+#: The input channels of an inpainting U-Net: the noisy latents (4), the mask (1) and
+#: the masked image's latents (4), concatenated in that order.
+INPAINTING_CHANNELS = 2 * LATENT_CHANNELS + 1
+
 
 @dataclass(frozen=True)
 class Family:
@@ -29,6 +33,11 @@ class Family:
         ``sdgen.convert.detect``).
     fill: for a family whose weights are generated rather than loaded (``tiny``), a
         function ``fill(model, seed)`` that sets every weight from a seed.
+    in_channels: the U-Net's input channels: 4 (the latents), or 9 for an inpainting
+        family (the latents, the mask and the masked image's latents, in that order).
+    variant_of: for a variant of another family (an inpainting one), that family's
+        name: the text encoder, widths and tensor names are the same, so its LoRAs and
+        embeddings fit this one too. None for a family of its own.
     """
 
     name: str
@@ -42,6 +51,19 @@ class Family:
     v_prediction_size: int | None = None
     single_files_say_prediction: bool = True
     fill: object = field(default=None, repr=False, compare=False)
+    in_channels: int = LATENT_CHANNELS
+    variant_of: str | None = None
+
+    @property
+    def inpainting(self) -> bool:
+        """Whether the U-Net takes inpainting's 9 channels (see ``in_channels``)."""
+        return self.in_channels == INPAINTING_CHANNELS
+
+    @property
+    def base_name(self) -> str:
+        """The name of the family this one is a variant of, else its own: what a LoRA's
+        or an embedding's family is checked against."""
+        return self.variant_of or self.name
 
     @property
     def context_width(self) -> int:
@@ -71,12 +93,14 @@ class Family:
         height: int,
         width: int,
         context_length: int = MAX_PROMPT_LENGTH,
-        in_channels: int = LATENT_CHANNELS,
+        in_channels: int | None = None,
     ):
-        """The network ``role`` (``text_encoder``, ``diffusion_model`` or ``decoder``) of
-        ``spec`` for ``height`` x ``width`` images. Its weights are zeros for the caller
-        to load, except a generated family's, filled from ``spec.seed`` (the text
-        encoder from the seed, the U-Net from seed + 1, the decoder from seed + 2)."""
+        """The network ``role`` (``text_encoder``, ``diffusion_model``, ``decoder`` or
+        the VAE ``encoder``) of ``spec`` for ``height`` x ``width`` images. Its weights
+        are zeros for the caller to load, except a generated family's, filled from
+        ``spec.seed`` (the text encoder from the seed, the U-Net from seed + 1, the
+        decoder from seed + 2, the encoder from seed + 3). ``in_channels`` (the U-Net's)
+        is the family's own unless given."""
         from ..networks import layouts
 
         if role == "text_encoder":
@@ -91,13 +115,16 @@ class Family:
                 height,
                 width,
                 context_length,
-                in_channels,
+                self.in_channels if in_channels is None else in_channels,
                 name="diffusion_model",
             )
             offset = 1
         elif role == "decoder":
             network = layouts.decoder(self.widths, height, width, name="decoder")
             offset = 2
+        elif role == "encoder":
+            network = layouts.encoder(self.widths, height, width, name="encoder")
+            offset = 3
         else:
             raise ValueError(f"unknown network role {role!r}")
         if self.fill is not None:

@@ -270,7 +270,7 @@ class Upsample(keras.layers.Layer):
         return self.conv(self.ups(inputs))
 
 
-# -- the VAE decoder ---------------------------------------------------------------------------
+# -- the VAE ---------------------------------------------------------------------------------
 
 
 class ResnetBlock(keras.layers.Layer):
@@ -322,3 +322,20 @@ class AttentionBlock(keras.layers.Layer):
         v = ops.reshape(ops.transpose(v, (0, 3, 1, 2)), (-1, c, h * w))
         x = ops.transpose(v @ ops.transpose(y, (0, 2, 1)), (0, 2, 1))
         return self.proj_out(ops.reshape(x, (-1, h, w, c))) + inputs
+
+
+class PosteriorMean(keras.layers.Layer):
+    """The VAE encoder's last step: the posterior's mean (the first ``channels`` of its
+    mean and log-variance) times ``scale``, the latents the U-Net works on. keras_cv's
+    ``ImageEncoder`` does the same in a ``Lambda``."""
+
+    def __init__(self, channels: int, scale: float, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.scale = scale
+
+    def call(self, inputs):
+        return inputs[..., : self.channels] * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "scale": self.scale}

@@ -1,7 +1,8 @@
-"""Stable Diffusion's three networks laid out as keras_cv lays them out, at any width.
+"""Stable Diffusion's networks laid out as keras_cv lays them out, at any width.
 
-keras_cv's ``TextEncoder``/``TextEncoderV2``, ``DiffusionModel``/``DiffusionModelV2``
-and ``Decoder`` fix their widths, their 77-token context and the U-Net's 4 input
+keras_cv's ``TextEncoder``/``TextEncoderV2``, ``DiffusionModel``/``DiffusionModelV2``,
+``Decoder`` and ``ImageEncoder`` (the VAE encoder, which image-to-image tasks use) fix
+their widths, their 77-token context and the U-Net's 4 input
 channels. These builders make the same layers in the same order from a ``Widths``, for
 any context length and number of input channels (9 for inpainting models), so that SD
 1.x and 2.x at full size and the ``tiny`` model at small widths are one code path, and
@@ -13,6 +14,8 @@ Calling convention (keras_cv's):
 - diffusion model: ``[latent (B, H/8, W/8, in_channels), timestep_embedding (B, unet[0]),
   context (B, L, C)] -> (B, H/8, W/8, 4)``
 - decoder: ``latent (B, H/8, W/8, 4) -> image (B, H, W, 3)`` in [-1, 1]
+- encoder: ``image (B, H, W, 3)`` in [-1, 1] ``-> latent (B, H/8, W/8, 4)``: the VAE
+  posterior's mean times ``LATENT_SCALE`` (no sampling), as keras_cv's ``ImageEncoder``
 """
 
 from __future__ import annotations
@@ -40,8 +43,15 @@ class Widths:
     #: input (the sinusoidal embedding) as wide as the first.
     unet: tuple[int, int, int, int] = (320, 640, 1280, 1280)
     context: int = 768
-    #: The VAE decoder's four levels, from the latent side.
+    #: The VAE decoder's four levels, from the latent side; the encoder's are the same
+    #: from the image side (``encoder_levels``).
     decoder: tuple[int, int, int, int] = (512, 512, 256, 128)
+
+    @property
+    def encoder_levels(self) -> tuple[int, int, int, int]:
+        """The VAE encoder's four levels, from the image side: SD's VAE is symmetric,
+        so they are the decoder's reversed (128, 256, 512, 512 at full size)."""
+        return tuple(reversed(self.decoder))
 
 
 SD1_WIDTHS = Widths()
@@ -165,6 +175,38 @@ def decoder(widths: Widths, height: int, width: int, name=None):
         layers.group_norm(layers.SD_NORM_EPSILON),
         keras.layers.Activation("swish"),
         layers.PaddedConv2D(3, 3, padding=1),
+    ]
+    return keras.Sequential(stack, name=name)
+
+
+def encoder(widths: Widths, height: int, width: int, name=None):
+    """The VAE encoder: four levels of two residual blocks, each but the last ending in a
+    2x downsampling (a stride-2 convolution padded on the bottom and right only, as SD
+    pads), a middle block with attention, the mean and log-variance (``quant_conv``
+    included), and of them the mean times ``LATENT_SCALE``."""
+    import keras
+
+    from . import layers
+
+    levels = widths.encoder_levels
+    stack = [
+        keras.layers.Input((height, width, 3)),
+        layers.PaddedConv2D(levels[0], 3, padding=1),
+    ]
+    for level, channels in enumerate(levels):
+        stack += [layers.ResnetBlock(channels) for _ in range(2)]
+        if level < 3:
+            stack.append(layers.PaddedConv2D(channels, 3, padding=((0, 1), (0, 1)), strides=2))
+    mid = levels[-1]
+    stack += [
+        layers.ResnetBlock(mid),
+        layers.AttentionBlock(mid),
+        layers.ResnetBlock(mid),
+        layers.group_norm(layers.SD_NORM_EPSILON),
+        keras.layers.Activation("swish"),
+        layers.PaddedConv2D(2 * LATENT_CHANNELS, 3, padding=1),
+        layers.PaddedConv2D(2 * LATENT_CHANNELS, 1),
+        layers.PosteriorMean(LATENT_CHANNELS, LATENT_SCALE),
     ]
     return keras.Sequential(stack, name=name)
 

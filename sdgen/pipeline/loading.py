@@ -3,10 +3,13 @@
 The one place that builds networks for a pipeline (``_build``): the TensorFlow runtime
 gets them built once, at the first size, and runs every other signature on the same
 layers; the OpenVINO runtime calls ``_build`` only for a signature its cache lacks.
+The VAE encoder, which only image tasks use, is built (and its weights resolved,
+downloaded or converted) only when a backend's ``encode_images`` is first called.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from ..catalog import get_model_spec
@@ -15,7 +18,7 @@ from ..families import family_of
 from ..networks.h5 import load_weights
 from ..runtimes import RUNTIMES
 from ..runtimes.signature import NetworkSignature
-from ..runtimes.tensorflow import DeviceSettings, detect_device
+from ..runtimes.tensorflow import DeviceSettings, TensorFlowBackend, detect_device
 from ..spec import ROLES, ModelSpec
 from ..text.tokenizer import load_tokenizer
 from .txt2img import Pipeline
@@ -82,9 +85,24 @@ def load_pipeline(
         offline=offline,
         progress=download_progress,
     )
-    signature = NetworkSignature(height or spec.default_size, width or spec.default_size)
+    signature = NetworkSignature(
+        height or spec.default_size,
+        width or spec.default_size,
+        in_channels=family_of(spec).in_channels,  # 9 for an inpainting model's U-Net
+    )
+
+    @cache
+    def encoder_weights() -> Path | None:
+        """The VAE encoder's weights, looked for when an image task first needs them."""
+        from ..provision import provide_encoder
+
+        folder = Path(weights_dir) if weights_dir is not None else None
+        return provide_encoder(spec, folder, offline=offline, progress=download_progress)
 
     def build(role: str, signature: NetworkSignature):
+        if role == "encoder":
+            path = encoder_weights()
+            return _build(spec, role, signature, {} if path is None else {role: path})
         return _build(spec, role, signature, paths)
 
     if runtime == "openvino":
@@ -92,7 +110,7 @@ def load_pipeline(
 
         check_options(xla, mixed_precision)
 
-        backend = OpenVinoBackend(spec, default_folder(spec, paths), build)
+        backend = OpenVinoBackend(spec, default_folder(spec, paths), build, encoder_weights)
         backend.networks(signature)  # convert or load the U-Net and decoder now
         device = DeviceSettings(device="CPU", runtime="openvino")
         pipeline = Pipeline.with_backend(spec, load_tokenizer(), backend, device)
@@ -107,14 +125,15 @@ def load_pipeline(
         "mixed_float16" if device.mixed_precision else "float32"
     )
     networks = {role: build(role, signature) for role in ROLES}
-    pipeline = Pipeline(
+    backend = TensorFlowBackend(
         spec,
-        load_tokenizer(),
         networks["text_encoder"],
         networks["diffusion_model"],
         networks["decoder"],
         device,
+        load_encoder=lambda height, width: build("encoder", NetworkSignature(height, width)),
     )
+    pipeline = Pipeline.with_backend(spec, load_tokenizer(), backend, device)
     pipeline.embeddings = EmbeddingLibrary(embeddings_dir and Path(embeddings_dir))
     pipeline.loras = LoraFinder(lora_dir and Path(lora_dir))
     return pipeline

@@ -28,9 +28,10 @@ def initial_latents(seed: int, height: int, width: int, rng: str = DEFAULT_RNG) 
     return LatentNoise(rng, seed).draw(height, width)
 
 
-def to_pixels(decoded: np.ndarray) -> np.ndarray:
+def to_pixels(decoded: np.ndarray, refuse_black: bool = True) -> np.ndarray:
     """A decoded image in [-1, 1], (H, W, 3), as uint8 pixels; ``BadImageError`` for the
-    outputs no real decode gives (NaN, infinities, all black)."""
+    outputs no real decode gives (NaN, infinities, and all black when ``refuse_black``:
+    txt2img's check, which an image task, whose result may be dark, leaves out)."""
     decoded = np.asarray(decoded, dtype=np.float32)
     if not np.isfinite(decoded).all():
         raise BadImageError(
@@ -38,7 +39,7 @@ def to_pixels(decoded: np.ndarray) -> np.ndarray:
             "with --mixed-precision this can be float16 overflow: try without it"
         )
     pixels = np.clip(np.round((decoded + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    if not pixels.any():
+    if refuse_black and not pixels.any():
         # what float16 underflow or a broken conversion gives; no real decode is
         # exactly black everywhere (the VAE always leaves some texture)
         raise BadImageError(

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..config import AUTO_BATCH, GenerationConfig
 from ..errors import ConfigError, OutOfMemoryError
 from ..families import family_of
+from ..images import paste_back, paste_region, size_for_image
 from ..networks.text_states import check_clip_skip
 from ..noise import LatentNoise
 from ..noise.variation import starting_noise
@@ -27,6 +28,9 @@ from ..samplers import get_sampler
 from ..spec import ModelSpec
 from ..text.conditioning import Conditioning, TextOptions, encode_conditioning
 from .guidance import predict_noise
+from .hires import hires_size, upscale_latents
+from .img2img import StartImage, encode_pixels, img2img_start, img2img_start_index, img2img_steps
+from .inpaint import filled, inpaint_start, unmasked_conditioning
 from .stages import timestep_embedding, to_pixels
 
 #: Called as ``callback(image_index, step_index, steps, latents)`` after every step.
@@ -137,8 +141,8 @@ class Pipeline:
         anyway, so an estimate that was too high costs a retry, not the run."""
         if config.seed is None:
             raise ConfigError("config.seed must be set; use config.with_defaults()")
-        height = config.height or self.spec.default_size
-        width = config.width or self.spec.default_size
+        width, height = self.base_size(config)
+        target = hires_size(width, height, config.hires_scale) if config.hires else None
         sampler = get_sampler(config.sampler)
         wanted = list(range(config.num_images)) if only is None else sorted(only)
         auto = config.batch_size == AUTO_BATCH
@@ -150,10 +154,13 @@ class Pipeline:
             if conditioning is None:
                 options = TextOptions(config.emphasis, config.clip_skip)
                 conditioning = self.encode(config.negative_prompt, config.prompt, options)
-            start = 0
-            while start < len(wanted):
+            # 1b. an image task's start: the encoded init image (and mask), once
+            start = self._start(config, width, height)
+            passes = self._steps_of(config, start)
+            start_step = 0
+            while start_step < len(wanted):
                 began = time.perf_counter()
-                indices = wanted[start : start + size]
+                indices = wanted[start_step : start_step + size]
                 # 2. initial latents, one generator per image
                 generators = [LatentNoise(config.rng, config.seed + k) for k in indices]
                 latents = np.stack(
@@ -169,25 +176,32 @@ class Pipeline:
                         for generator, k in zip(generators, indices, strict=True)
                     ]
                 )
-                # 3. denoise
+                # 3. denoise (and hires fix's second pass)
                 try:
+                    progress = _Progress(callback, indices, sum(passes))
                     latents = self._denoise(
-                        sampler, latents, generators, conditioning, config, indices, callback
+                        sampler, latents, generators, conditioning, config, progress, start
                     )
+                    if target is not None:
+                        latents = self._hires(
+                            sampler, latents, conditioning, config, indices, progress, target
+                        )
                 except Exception as error:
                     if not (auto and len(indices) > 1 and is_out_of_memory(error)):
                         raise
                     size = len(indices) // 2
                     self._auto_sizes[(height, width)] = size
                     continue  # the same images again, in smaller batches
-                start += len(indices)
+                start_step += len(indices)
                 # 4. decode, one image at a time
-                signature = NetworkSignature(height, width, conditioning.positive_length)
-                networks = self.backend.networks(signature)
+                out_width, out_height = target or (width, height)
+                networks = self.backend.networks(
+                    self._signature(out_height, out_width, conditioning.positive_length)
+                )
                 share = (time.perf_counter() - began) / len(indices)
                 for k, latent in zip(indices, latents, strict=True):
                     decode_began = time.perf_counter()
-                    pixels = self._decode(networks, latent)
+                    pixels = self._decode(networks, latent, start)
                     seconds = share + time.perf_counter() - decode_began
                     yield GeneratedImage(k, config.seed + k, pixels, seconds)
         except Exception as error:
@@ -198,6 +212,60 @@ class Pipeline:
                     "try --batch-size 1 or a smaller --width/--height"
                 ) from error
             raise
+
+    def base_size(self, config: GenerationConfig) -> tuple[int, int]:
+        """``(width, height)`` the request denoises at (hires fix's first pass): the
+        config's, else the init image's own (with outpainting's borders) rounded to
+        multiples of 64, else the model's default."""
+        width, height = config.width, config.height
+        if (width is None or height is None) and config.init_image is not None:
+            image_w, image_h = config.init_image.width, config.init_image.height
+            if config.outpaint is not None:
+                left, top, right, bottom = config.outpaint
+                image_w, image_h = image_w + left + right, image_h + top + bottom
+            rounded = size_for_image(image_w, image_h)
+            width, height = width or rounded[0], height or rounded[1]
+        default = self.spec.default_size
+        return width or default, height or default
+
+    def plan_size(self, config: GenerationConfig) -> tuple[int, int]:
+        """``(width, height)`` of the images ``config`` makes: :meth:`base_size`, times
+        the hires scale with hires fix. ``ConfigError`` (before any work) for a hires
+        scale whose size the U-Net cannot take, naming the nearest that work. Needs only
+        ``spec``, so it can be asked before any network is built."""
+        width, height = self.base_size(config)
+        return hires_size(width, height, config.hires_scale) if config.hires else (width, height)
+
+    def notes(self, config: GenerationConfig) -> list[str]:
+        """One line for each thing this request does that a user could not tell from
+        the flags alone: the steps an image task runs, hires fix's sizes, an inpainting
+        model's conditioning without a mask."""
+        notes = []
+        family = family_of(self.spec)
+        if config.init_image is not None:
+            run = img2img_steps(config.steps, config.strength)
+            notes.append(
+                f"{config.image_task}: strength {config.strength:g} runs the last {run} of "
+                f"{config.steps} steps (A1111's rule, int(strength x steps))"
+            )
+            if config.mask is not None and family.inpainting:
+                notes.append(f"{self.spec.name} is an inpainting model: the mask goes to its U-Net")
+        elif family.inpainting:
+            notes.append(
+                f"{self.spec.name} is an inpainting model and no mask was given: txt2img on "
+                "a grey image with an all-ones mask, as A1111 does"
+            )
+        if config.hires:
+            width, height = self.base_size(config)
+            target_w, target_h = self.plan_size(config)
+            steps = config.hires_steps or config.steps
+            run = img2img_steps(steps, config.hires_denoise)
+            notes.append(
+                f"hires fix: {width}x{height} enlarged to {target_w}x{target_h} "
+                f"({config.hires_upscaler}), then {run} of {steps} steps at denoise "
+                f"{config.hires_denoise:g}"
+            )
+        return notes
 
     def use_loras(self, config: GenerationConfig) -> None:
         """Merge into the networks' weights the LoRAs ``config`` asks for (its ``loras``
@@ -258,32 +326,143 @@ class Pipeline:
             self.family.widths.text,
         )
 
-    def _denoise(self, sampler, latents, generators, conditioning, config, indices, callback):
-        run = sampler.start(config.steps, self.spec.prediction_type)
-        height, width = latents.shape[1] * 8, latents.shape[2] * 8
-        latents = latents * np.float32(run.init_noise_sigma)
-        batch = len(latents)
+    def _signature(self, height: int, width: int, context_length: int) -> NetworkSignature:
+        return NetworkSignature(height, width, context_length, self.family.in_channels)
+
+    def _start(self, config: GenerationConfig, width: int, height: int) -> StartImage | None:
+        """What an image task starts from (None for txt2img), or, for an inpainting
+        model without a mask, the conditioning it denoises from."""
+        in_channels = self.family.in_channels
+        if config.init_image is None:
+            if not self.family.inpainting:
+                return None
+            extra = unmasked_conditioning(self.backend, width, height)
+            return StartImage(None, config.steps, 0, extra=extra)
+        if config.mask is not None or config.outpaint is not None:
+            return inpaint_start(self.backend, config, width, height, in_channels)
+        start = img2img_start(self.backend, config, width, height)
+        if self.family.inpainting:
+            extra = unmasked_conditioning(self.backend, width, height)
+            start = replace(start, extra=extra)
+        return start
+
+    @staticmethod
+    def _steps_of(config: GenerationConfig, start: StartImage | None) -> tuple[int, ...]:
+        """The U-Net steps of each pass: the first, and hires fix's second."""
+        first = config.steps if start is None else start.steps - start.start_index
+        if not config.hires:
+            return (first,)
+        return first, img2img_steps(config.hires_steps or config.steps, config.hires_denoise)
+
+    def _denoise(self, sampler, noise, generators, conditioning, config, progress, start=None):
+        """Denoise B rows from their unit ``noise``: from pure noise (txt2img) or from
+        ``start``'s image, noised to its first step's level."""
+        steps = config.steps if start is None else start.steps
+        first = 0 if start is None else start.start_index
+        run = sampler.start(steps, self.spec.prediction_type, first)
+        batch, h, w = noise.shape[:3]
+        height, width = h * 8, w * 8
+        x0 = None
+        if start is None or start.latents is None:
+            latents = noise * np.float32(run.init_noise_sigma)
+        else:
+            x0 = start.latents
+            if x0.ndim == 3:  # one image's, shared by the batch
+                x0 = np.repeat(x0[None], batch, 0)
+            fill = None
+            if start.fill == "noise":
+                fill = np.stack([g.draw(height, width) for g in generators])
+            latents = run.add_noise(filled(x0, start, fill), noise)
+        extra = None
+        if start is not None and start.extra is not None:
+            extra = np.repeat(start.extra[None], batch, 0).astype(np.float32)
+        keep = None if start is None or start.keep is None else start.keep[None].astype(np.float32)
         scale = None if config.guidance_scale == 1.0 else config.guidance_scale
         t_dim = self.family.timestep_embedding_dim
 
         def networks(context_length: int):
-            return self.backend.networks(NetworkSignature(height, width, context_length))
+            return self.backend.networks(self._signature(height, width, context_length))
 
+        last = len(run.timesteps) - 1
         for index, timestep in enumerate(run.timesteps):
             model_input = run.scale_model_input(latents, index)
+            if extra is not None:
+                model_input = np.concatenate([model_input, extra], axis=-1)
             t_emb = np.repeat(timestep_embedding(timestep, t_dim)[None], batch, 0)
             output = predict_noise(networks, model_input, t_emb, conditioning, scale)
-            noise = None
+            step_noise = None
             if run.needs_noise:
-                noise = np.stack([g.draw(height, width) for g in generators])
-            latents = run.step(np.asarray(output), index, latents, noise)
-            if callback is not None:
-                for row, k in enumerate(indices):
-                    callback(k, index, len(run.timesteps), latents[row])
+                step_noise = np.stack([g.draw(height, width) for g in generators])
+            latents = run.step(np.asarray(output), index, latents, step_noise)
+            if keep is not None:  # put the kept region back, at the next step's level
+                known = x0 if index == last else run.add_noise(x0, noise, index + 1)
+                latents = (keep * known + (1.0 - keep) * latents).astype(np.float32)
+            progress(latents)
         return latents
 
-    def _decode(self, networks, latent: np.ndarray) -> np.ndarray:
-        return to_pixels(np.asarray(networks.decode(latent[None]), dtype=np.float32)[0])
+    def _hires(self, sampler, latents, conditioning, config, indices, progress, target):
+        """Hires fix's second pass: ``latents`` of the first enlarged to ``target``
+        (width, height) by ``config.hires_upscaler``, then img2img there from fresh
+        noise of each image's seed (see :mod:`.hires`)."""
+        target_w, target_h = target
+        if config.hires_upscaler.startswith("latent"):
+            x0 = upscale_latents(latents, target_h // 8, target_w // 8, config.hires_upscaler)
+        else:
+            height, width = latents.shape[1] * 8, latents.shape[2] * 8
+            decoder = self.backend.networks(
+                self._signature(height, width, conditioning.positive_length)
+            )
+            pixels = [self._decode(decoder, latent, refuse_black=False) for latent in latents]
+            x0 = np.stack(
+                [encode_pixels(self.backend, lanczos(p, target_w, target_h)) for p in pixels]
+            )
+        steps = config.hires_steps or config.steps
+        start = StartImage(
+            latents=x0.astype(np.float32),
+            steps=steps,
+            start_index=img2img_start_index(steps, config.hires_denoise),
+        )
+        if self.family.inpainting:
+            start = replace(start, extra=unmasked_conditioning(self.backend, target_w, target_h))
+        generators = [LatentNoise(config.rng, config.seed + k) for k in indices]
+        noise = np.stack([g.draw(target_h, target_w) for g in generators])
+        return self._denoise(sampler, noise, generators, conditioning, config, progress, start)
+
+    def _decode(self, networks, latent: np.ndarray, start=None, refuse_black=None) -> np.ndarray:
+        """One image's pixels; an image task's original pixels put back where its mask
+        keeps them. Only txt2img refuses an all-black result: an image task may
+        legitimately be dark."""
+        if refuse_black is None:
+            refuse_black = start is None or start.latents is None
+        decoded = np.asarray(networks.decode(latent[None]), dtype=np.float32)[0]
+        pixels = to_pixels(decoded, refuse_black=refuse_black)
+        if start is not None and start.overlay is not None:
+            pixels = paste_back(start.overlay[0], pixels, start.overlay[1])
+        if start is not None and start.region is not None:
+            canvas, region, mask = start.region
+            pixels = paste_region(canvas, pixels, region, mask)
+        return pixels
+
+
+class _Progress:
+    """The step callback of one batch across its passes: ``callback(k, step, steps,
+    latents)`` with the steps counted over both of hires fix's passes."""
+
+    def __init__(self, callback: StepCallback | None, indices: list[int], total: int):
+        self.callback, self.indices, self.total, self.step = callback, indices, total, 0
+
+    def __call__(self, latents: np.ndarray) -> None:
+        if self.callback is not None:
+            for row, k in enumerate(self.indices):
+                self.callback(k, self.step, self.total, latents[row])
+        self.step += 1
+
+
+def lanczos(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 pixels enlarged to ``width`` x ``height`` with Pillow's Lanczos."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.LANCZOS))
 
 
 __all__ = ["GeneratedImage", "Pipeline", "StepCallback"]

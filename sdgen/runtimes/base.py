@@ -3,10 +3,11 @@
 A backend runs a model's three networks. The pipeline encodes text with
 ``backend.encode``, then asks ``backend.networks(signature)`` for the U-Net and decoder
 specialised to one ``NetworkSignature`` (image size, context length, input channels) and
-calls them. Classifier-free guidance is the pipeline's business
-(:mod:`sdgen.pipeline.guidance`): ``denoise`` returns one raw prediction per row it is
-given, so the unconditional and conditional rows may come from networks with different
-context lengths.
+calls them; an image task (img2img, inpainting) first turns its images into latents with
+``backend.encode_images`` (the VAE encoder, built or loaded only then). Classifier-free
+guidance is the pipeline's business (:mod:`sdgen.pipeline.guidance`): ``denoise``
+returns one raw prediction per row it is given, so the unconditional and conditional
+rows may come from networks with different context lengths.
 """
 
 from __future__ import annotations
@@ -77,6 +78,24 @@ class Backend(Protocol):
         """The U-Net and decoder for ``signature``, built or loaded on first use."""
         ...
 
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        """Latents (N, H/8, W/8, 4) float32 of images (N, H, W, 3) float32 in [-1, 1]:
+        the VAE posterior's mean times 0.18215, as keras_cv's ``ImageEncoder``. The
+        encoder is built or loaded on the first call (a text-to-image run never pays
+        for it); ``MissingEncoderError`` where the model has none."""
+        ...
+
+
+def check_images(images) -> np.ndarray:
+    """``images`` as float32 (N, H, W, 3) with H and W multiples of 8, as
+    ``encode_images`` takes them; ``ValueError`` otherwise (a caller's mistake)."""
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+        raise ValueError(f"encode_images takes images (N, H, W, 3), not {images.shape}")
+    if images.shape[1] % 8 or images.shape[2] % 8:
+        raise ValueError(f"image sizes must be multiples of 8, not {images.shape[1:3]}")
+    return images
+
 
 def inserted_vectors(tokens, vectors, mask, width: int | None):
     """``(vectors (N, L, C) float32, mask (N, L, 1) float32)`` for a text-states model
@@ -88,4 +107,12 @@ def inserted_vectors(tokens, vectors, mask, width: int | None):
     return np.asarray(vectors, np.float32), np.asarray(mask, np.float32).reshape(*tokens.shape, 1)
 
 
-__all__ = ["Backend", "Decode", "Denoise", "GuidedDenoise", "Networks", "inserted_vectors"]
+__all__ = [
+    "Backend",
+    "Decode",
+    "Denoise",
+    "GuidedDenoise",
+    "Networks",
+    "check_images",
+    "inserted_vectors",
+]

@@ -3,7 +3,8 @@
 The first use of a model at a ``NetworkSignature`` converts its Keras networks
 (``openvino.convert_model`` on a ``tf.function`` of each) and saves them under
 ``$SDGEN_CACHE/openvino/<model>-<fingerprint>/``, one file per network and signature
-(``diffusion_model-512x512-ctx77-in4.xml``, ``decoder-512x512.xml``); later runs
+(``diffusion_model-512x512-ctx77-in4.xml``, ``decoder-512x512.xml``, and for image
+tasks ``encoder-512x512-<weights>.xml``); later runs
 read the converted files directly, so no Keras network is built and no random weights
 are drawn only to be overwritten. The CPU plugin runs with ``INFERENCE_PRECISION_HINT``
 f32: its default on CPUs with bfloat16 units is bfloat16, which moves the U-Net's output
@@ -13,7 +14,10 @@ Converted files are keyed by a fingerprint of the weights (the files' paths, siz
 modification times, or the tiny model's seed), sdgen's, keras_cv's and OpenVINO's
 versions, and the source of the converter itself and of the code that builds the Keras
 graphs (``_graph_sources``), so new weights, a new version, or a change to the networks
-or to how they are traced converts again.
+or to how they are traced converts again. The VAE encoder's weights are resolved only
+when an image task first needs them (a text-to-image run may never download them), so
+they are not part of the folder's fingerprint: its files carry their own, of the same
+parts and the encoder's weights file, in their name.
 
 Batch sizes: the text encoder is traced with a dynamic batch (any number of 77-token
 rows). The U-Net and the decoder are traced for a batch of one, on purpose: ``denoise``
@@ -49,16 +53,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import MissingEncoderError, UsageError
 from ..spec import ModelSpec
 from . import openvino_weights
-from .base import Networks, inserted_vectors
+from .base import Networks, check_images, inserted_vectors
 from .openvino_weights import WeightDeltaError, WeightMap
 from .signature import NetworkSignature
 
 #: ``load(role, signature)`` -> a built Keras network for ``signature`` holding the
 #: model's weights (the text encoder's ignores the signature).
 KerasLoader = Callable[[str, NetworkSignature], object]
+
+#: ``encoder_weights()`` -> the path of the model's VAE encoder weights, resolved (or
+#: downloaded) when first called; None for a generated model (``tiny``).
+EncoderWeights = Callable[[], Path | None]
 
 #: ``(role, position)`` -> a float32 array to add to weight ``position`` of that Keras
 #: network's ``model.weights`` (role ``text_encoder`` or ``diffusion_model``).
@@ -133,10 +141,19 @@ class OpenVinoBackend:
     """Runs converted networks on OpenVINO's CPU plugin, converting what the cache lacks.
 
     folder: where this model's converted files live (one per network and size).
-    load_keras: builds a Keras network with its weights, called only to convert.
+    load_keras: builds a Keras network with its weights, called only to convert (the
+        VAE encoder's as role ``encoder``).
+    encoder_weights: where the VAE encoder's weights are, asked on the first
+        ``encode_images``; without it only a generated model (``tiny``) has an encoder.
     """
 
-    def __init__(self, spec: ModelSpec, folder: Path, load_keras: KerasLoader):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        folder: Path,
+        load_keras: KerasLoader,
+        encoder_weights: EncoderWeights | None = None,
+    ):
         ov = import_openvino()
         self.spec = spec
         self.folder = Path(folder)
@@ -146,6 +163,9 @@ class OpenVinoBackend:
         self._networks: dict[NetworkSignature, Networks] = {}
         self._unets: dict[NetworkSignature, _Request] = {}
         self._decoders: dict[tuple[int, int], _Request] = {}
+        self._encoders: dict[tuple[int, int], _Request] = {}
+        self._encoder_weights = encoder_weights or (lambda: _generated_encoder(spec))
+        self._encoder_fingerprint: str | None = None
         # the deltas merged into every compiled network, per Keras role and position
         self._deltas: dict[str, dict[int, np.ndarray]] = {role: {} for role in WEIGHT_ROLES}
         text_encoder = self._compiled("text_encoder", None)
@@ -195,6 +215,28 @@ class OpenVinoBackend:
 
             self._networks[signature] = Networks(signature, denoise, decode)
         return self._networks[signature]
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        """Latents (N, H/8, W/8, 4) float32 of images (N, H, W, 3) in [-1, 1] (the VAE
+        posterior's mean times 0.18215), one image at a time like ``decode``. The first
+        call at a size converts the encoder for it, unless the cache has it; the
+        encoder's weights are resolved on the first call (``MissingEncoderError``)."""
+        images = check_images(images)
+        size = (int(images.shape[1]), int(images.shape[2]))
+        if size not in self._encoders:
+            signature = NetworkSignature(*size)
+            self._encoders[size] = _Request(self._compiled("encoder", signature))
+        encoder = self._encoders[size]
+        return np.concatenate([encoder(images[i : i + 1]) for i in range(len(images))])
+
+    def encoder_fingerprint(self) -> str:
+        """The part of the encoder's file names that names its weights (resolving them
+        on the first call): ``fingerprint`` of the model and its encoder weights file."""
+        if self._encoder_fingerprint is None:
+            path = self._encoder_weights()
+            paths = {} if path is None else {"encoder": Path(path)}
+            self._encoder_fingerprint = fingerprint(self.spec, paths)[:12]
+        return self._encoder_fingerprint
 
     def set_weight_deltas(self, deltas: WeightDeltas) -> None:
         """Run every network with ``deltas`` added to its base weights, replacing any
@@ -248,11 +290,14 @@ class OpenVinoBackend:
     def path(self, role: str, signature: NetworkSignature | None) -> Path:
         """The converted file of ``role`` for ``signature`` (None: the text encoder, or
         its ``text_states-skipN`` variant, see :mod:`sdgen.networks.text_states`).
-        A decoder depends only on the image size, so its name carries only that."""
+        A decoder depends only on the image size, so its name carries only that; an
+        encoder, the size and its weights' fingerprint (see the module docstring)."""
         if signature is None:
             name = role
         elif role == "decoder":
             name = f"{role}-{signature.width}x{signature.height}"
+        elif role == "encoder":
+            name = f"{role}-{signature.width}x{signature.height}-{self.encoder_fingerprint()}"
         else:
             name = f"{role}-{signature.file_stem()}"
         return self.folder / f"{name}.xml"
@@ -329,6 +374,17 @@ def _weight_role(role: str) -> str | None:
     if role == "text_encoder" or role.startswith("text_states-skip"):
         return "text_encoder"
     return "diffusion_model" if role == "diffusion_model" else None
+
+
+def _generated_encoder(spec: ModelSpec) -> None:
+    """No weights file: a generated model's encoder is filled from its seed; any other
+    model's weights must be given (``MissingEncoderError``)."""
+    if not spec.generated:
+        raise MissingEncoderError(
+            f"no VAE encoder was given for {spec.name}: load it with "
+            "sdgen.pipeline.load_pipeline, which finds its weights"
+        )
+    return None
 
 
 def _same(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> bool:

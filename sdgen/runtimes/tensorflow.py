@@ -9,12 +9,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import MissingEncoderError, ModelError
 from ..families import family_of
 from ..spec import ModelSpec
 from . import memory
-from .base import Networks, inserted_vectors
+from .base import Networks, check_images, inserted_vectors
 from .signature import NetworkSignature
+
+#: ``load_encoder(height, width)``: the model's VAE encoder built for images of that
+#: size, its weights loaded (resolving or downloading them first, if need be).
+EncoderLoader = Callable[[int, int], object]
 
 
 @dataclass
@@ -105,10 +109,21 @@ class TensorFlowBackend:
     nothing is rebuilt, copied or read from disk again. Before this each new size built
     another U-Net and copied the weights into it with ``set_weights`` (3.4 GB more per
     size at full size; ``benchmarks/memory_sizes.py`` measures both).
+
+    The VAE encoder (``encode_images``, for image tasks) is built by ``load_encoder`` on
+    first use, at the first size asked for, and shared by every other size the same way;
+    without ``load_encoder`` only a generated model (``tiny``) has one, filled from its
+    seed.
     """
 
     def __init__(
-        self, spec: ModelSpec, text_encoder, diffusion_model, decoder, device: DeviceSettings
+        self,
+        spec: ModelSpec,
+        text_encoder,
+        diffusion_model,
+        decoder,
+        device: DeviceSettings,
+        load_encoder: EncoderLoader | None = None,
     ):
         self.spec = spec
         self.device = device
@@ -124,6 +139,12 @@ class TensorFlowBackend:
         self._text_states: dict[int, Callable] = {}  # compiled, per clip skip
         #: The original value of each weight a LoRA changed, kept to restore it.
         self._pristine: dict[tuple[str, int], np.ndarray] = {}
+        #: The VAE encoder, once an image task asked for it (None until then).
+        self.encoder = None
+        self._load_encoder = load_encoder or (lambda h, w: generated_encoder(spec, h, w))
+        self._dtype_policy = getattr(decoder, "dtype_policy", None)
+        self._encoders: dict[tuple[int, int], object] = {}
+        self._encode_image_calls: dict[tuple[int, int], Callable] = {}  # compiled, per size
 
     def encode(
         self,
@@ -144,6 +165,53 @@ class TensorFlowBackend:
         vectors, mask = inserted_vectors(tokens, vectors, mask, width)
         states = self._text_states[clip_skip](tokens, positions, vectors, mask)
         return np.asarray(states, dtype=np.float32)
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        """Latents (N, H/8, W/8, 4) float32 of N images (N, H, W, 3) in [-1, 1]: the VAE
+        posterior's mean times 0.18215 (keras_cv's ``ImageEncoder``), one image at a
+        time, so each image's latents are independent of its batch. The encoder is
+        built (its weights resolved) on the first call; ``MissingEncoderError`` if the
+        model has none."""
+        images = check_images(images)
+        call = self._encode_image_call(images.shape[1:3])
+        return np.concatenate([call(images[i : i + 1]) for i in range(len(images))])
+
+    def _encode_image_call(self, size: tuple[int, int]) -> Callable:
+        """The compiled encoder of ``size`` (height, width)."""
+        size = (int(size[0]), int(size[1]))
+        if size not in self._encode_image_calls:
+            encoder = self.encoder_at(*size)
+            import tensorflow as tf
+
+            compiled = self._function(
+                lambda images: tf.cast(encoder(images, training=False), tf.float32)
+            )
+            self._encode_image_calls[size] = lambda images: np.asarray(compiled(images))
+        return self._encode_image_calls[size]
+
+    def encoder_at(self, height: int, width: int):
+        """The VAE encoder for ``height`` x ``width`` images: built (by ``load_encoder``)
+        at the first size asked for, on its layers at every other."""
+        if self.encoder is None:
+            self.encoder = self._build_encoder(height, width)
+            self._encoders[_image_size(self.encoder)] = self.encoder
+        if (height, width) not in self._encoders:
+            self._encoders[(height, width)] = encoder_on_layers(self.encoder, height, width)
+        return self._encoders[(height, width)]
+
+    def _build_encoder(self, height: int, width: int):
+        """``load_encoder``'s network, under the dtype policy the other networks were
+        built with (another pipeline may have changed the global one since)."""
+        import keras
+
+        if self._dtype_policy is None:
+            return self._load_encoder(height, width)
+        current = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(self._dtype_policy)
+        try:
+            return self._load_encoder(height, width)
+        finally:
+            keras.mixed_precision.set_global_policy(current)
 
     def set_weight_deltas(self, deltas: dict[tuple[str, int], np.ndarray]) -> None:
         """Make the text encoder's and U-Net's weights equal their loaded values plus
@@ -304,6 +372,27 @@ def decoder_on_layers(decoder, height: int, width: int):
     """``decoder``'s layers for ``height`` x ``width`` pixel images."""
     channels = int(decoder.inputs[0].shape[-1])
     return on_layers(decoder, [(height // 8, width // 8, channels)])
+
+
+def encoder_on_layers(encoder, height: int, width: int):
+    """``encoder``'s layers for ``height`` x ``width`` pixel images."""
+    return on_layers(encoder, [(height, width, int(encoder.inputs[0].shape[-1]))])
+
+
+def _image_size(encoder) -> tuple[int, int]:
+    shape = encoder.inputs[0].shape
+    return int(shape[1]), int(shape[2])
+
+
+def generated_encoder(spec: ModelSpec, height: int, width: int):
+    """A generated model's VAE encoder (``tiny``'s, filled from its seed + 3); for any
+    other model ``MissingEncoderError``: its encoder's weights must be given."""
+    if not spec.generated:
+        raise MissingEncoderError(
+            f"no VAE encoder was given for {spec.name}: load it with "
+            "sdgen.pipeline.load_pipeline, which finds its weights"
+        )
+    return family_of(spec).build("encoder", spec, height, width)
 
 
 def _call_padded(fn, *arrays):

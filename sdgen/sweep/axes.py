@@ -10,6 +10,10 @@ Values are split on commas as CSV, so a value holding a comma is quoted
 ``--lora`` takes it) instead of ``--lora``'s, or none; the prompt's ``<lora:...>`` tags
 still apply.
 
+The image tasks' settings sweep too: ``strength=0.3,0.5,0.7`` (img2img's denoising
+strength), ``hires-denoise=0.4-0.7(4)``, ``hires-scale``, ``hires-steps``,
+``hires-upscaler``, ``mask-blur``, ``inpaint-fill``, ``inpaint-padding``, ``resize``.
+
 ``prompt-sr=FROM,TO1,TO2`` is A1111's prompt search and replace: its cells use the
 prompt as written, then with ``FROM`` replaced by ``TO1``, ``TO2``, ... in the prompt
 and the negative prompt.
@@ -63,6 +67,16 @@ _KEYS = {
     "model": _Key("model", str, "Model"),
     "lora": _Key("loras", str, "LoRA"),
     PROMPT_SR: _Key(PROMPT_SR, str, "Prompt S/R"),
+    # the image tasks (A1111's labels)
+    "strength": _Key("strength", float, "Denoising strength"),
+    "resize": _Key("resize", str, "Resize mode"),
+    "mask-blur": _Key("mask_blur", int, "Mask blur"),
+    "inpaint-fill": _Key("inpaint_fill", str, "Masked content"),
+    "inpaint-padding": _Key("inpaint_padding", int, "Masked area padding"),
+    "hires-scale": _Key("hires_scale", float, "Hires upscale"),
+    "hires-steps": _Key("hires_steps", int, "Hires steps"),
+    "hires-upscaler": _Key("hires_upscaler", str, "Hires upscaler"),
+    "hires-denoise": _Key("hires_denoise", float, "Hires denoise"),
 }
 #: Other spellings people use (A1111's labels, the GenerationConfig field names).
 _ALIASES = {
@@ -73,6 +87,9 @@ _ALIASES = {
     "prompt-s/r": PROMPT_SR,
     "checkpoint": "model",
     "loras": "lora",
+    "denoising-strength": "strength",
+    "denoise": "strength",
+    "hires-upscale": "hires-scale",
 }
 SWEEP_KEYS = tuple(_KEYS)
 

@@ -2,7 +2,8 @@
 against: built from keras_cv's layer classes at any width, and corrected to compute what
 Stable Diffusion computes (``match_stable_diffusion``).
 
-keras_cv's ``TextEncoder``, ``DiffusionModel`` (V2) and ``Decoder`` fix their widths;
+keras_cv's ``TextEncoder``, ``DiffusionModel`` (V2), ``Decoder`` and ``ImageEncoder``
+fix their widths;
 these builders produce the same layers in the same order at the widths of a
 ``sdgen.networks.layouts.Widths``, so sdgen's layouts (``sdgen.networks``) can be
 compared with keras_cv's at tiny widths in seconds (tests/test_layouts.py), and at SD's
@@ -68,17 +69,26 @@ def _exact_geglu_class():
 
 def layer_names(network) -> list[str]:
     """The class names of ``network``'s layers in order (keras_cv's GEGLU corrected by
-    ``match_stable_diffusion`` counts as a GEGLU)."""
+    ``match_stable_diffusion`` counts as a GEGLU, and the ``Lambda`` that ends its
+    ``ImageEncoder``, the only one in its networks, as sdgen's ``PosteriorMean``)."""
+    names = {"Lambda": "PosteriorMean"}
     return [
-        type(layer).__name__.removeprefix("Exact")
+        names.get(type(layer).__name__, type(layer).__name__.removeprefix("Exact"))
         for layer in network._flatten_layers(include_self=False)
     ]
 
 
 def keras_cv_network(role: str, size: int):
     """keras_cv's own SD 1.x class for ``role`` at ``size`` pixels (no download)."""
-    from keras_cv.models.stable_diffusion import Decoder, DiffusionModel, TextEncoder
+    from keras_cv.models.stable_diffusion import (
+        Decoder,
+        DiffusionModel,
+        ImageEncoder,
+        TextEncoder,
+    )
 
+    if role == "encoder":
+        return match_stable_diffusion(ImageEncoder(download_weights=False))
     if role == "text_encoder":
         return match_stable_diffusion(TextEncoder(MAX_PROMPT_LENGTH, download_weights=False))
     if role == "diffusion_model":
@@ -180,5 +190,40 @@ def decoder(widths: Widths, size: int):
         keras.layers.GroupNormalization(epsilon=1e-5),
         keras.layers.Activation("swish"),
         PaddedConv2D(3, 3, padding=1),
+    ]
+    return match_stable_diffusion(keras.Sequential(layers))
+
+
+def encoder(widths: Widths, size: int):
+    """keras_cv's ``ImageEncoder`` at the widths of ``widths.encoder_levels`` (its own
+    are 128, 256, 512, 512)."""
+    import keras
+    from keras_cv.src.models.stable_diffusion.attention_block import AttentionBlock
+    from keras_cv.src.models.stable_diffusion.padded_conv2d import PaddedConv2D
+    from keras_cv.src.models.stable_diffusion.resnet_block import ResnetBlock
+
+    a, b, c, d = tuple(reversed(widths.decoder))
+    layers = [
+        keras.layers.Input((size, size, 3)),
+        PaddedConv2D(a, 3, padding=1),
+        ResnetBlock(a),
+        ResnetBlock(a),
+        PaddedConv2D(a, 3, padding=((0, 1), (0, 1)), strides=2),
+        ResnetBlock(b),
+        ResnetBlock(b),
+        PaddedConv2D(b, 3, padding=((0, 1), (0, 1)), strides=2),
+        ResnetBlock(c),
+        ResnetBlock(c),
+        PaddedConv2D(c, 3, padding=((0, 1), (0, 1)), strides=2),
+        ResnetBlock(d),
+        ResnetBlock(d),
+        ResnetBlock(d),
+        AttentionBlock(d),
+        ResnetBlock(d),
+        keras.layers.GroupNormalization(epsilon=1e-5),
+        keras.layers.Activation("swish"),
+        PaddedConv2D(8, 3, padding=1),
+        PaddedConv2D(8, 1),
+        keras.layers.Lambda(lambda x: x[..., :4] * 0.18215),
     ]
     return match_stable_diffusion(keras.Sequential(layers))

@@ -4,7 +4,8 @@ Full-size SD 1.5 networks (CLIPTextModel, UNet2DConditionModel, AutoencoderKL) a
 with seeded random weights, every parameter perturbed so no two norms or biases are
 alike (a swapped pair would show), saved as a diffusers folder, converted with
 :mod:`sdgen.convert` and loaded into keras_cv's networks. The text encoder's hidden
-states, the U-Net's noise prediction and the VAE decode must agree within 1e-4 max abs.
+states, the U-Net's noise prediction, the VAE decode and the VAE encoder's latents
+(diffusers' ``encode(x).latent_dist.mean * 0.18215``) must agree within 1e-4 max abs.
 
 The diffusers side is unmodified: sdgen builds keras_cv's networks with SD's exact GELU
 and GroupNorm epsilons (``sdgen.networks.layers``), which keras_cv itself
@@ -69,13 +70,13 @@ def remove_tmp_path(tmp_path):
     _release()
 
 
-def _close(actual, expected, tol=1e-4):
+def _close(actual, expected, tol=1e-4, min_scale=0.5):
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     assert actual.shape == expected.shape
     scale = float(np.abs(expected).max())
     error = float(np.abs(actual - expected).max())
     print(f"max abs error {error:.3g} (output scale {scale:.3g})")
-    assert scale > 0.5  # outputs of a working network, not near-zero ones
+    assert scale > min_scale  # outputs of a working network, not near-zero ones
     assert error <= tol, f"max abs error {error:.3g} (output scale {scale:.3g})"
 
 
@@ -92,6 +93,7 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
     tokens = np.concatenate([[49406], rng.integers(0, 49406, 20), [49407] * 56]).astype(np.int32)
     latent = rng.standard_normal((1, SIZE // 8, SIZE // 8, 4)).astype(np.float32)
     context = rng.standard_normal((1, 77, 768)).astype(np.float32)
+    image = rng.uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
     timestep = 981.0
     expected = {}
 
@@ -118,7 +120,9 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
         vae.save_pretrained(folder / "vae")
         decoded = vae.decode(torch.from_numpy(latent.transpose(0, 3, 1, 2).copy()) / 0.18215)
         expected["vae"] = decoded.sample.numpy().transpose(0, 2, 3, 1)
-        del vae, decoded
+        mean = vae.encode(torch.from_numpy(image.transpose(0, 3, 1, 2).copy())).latent_dist.mean
+        expected["encoder"] = (mean * 0.18215).numpy().transpose(0, 2, 3, 1)
+        del vae, decoded, mean
         _release()
 
     weights = convert.convert_checkpoint(folder)
@@ -148,6 +152,12 @@ def test_diffusers_folder_converts_to_equivalent_keras_networks(tmp_path):
     decoder = load("decoder", SIZE)
     _close(decoder.predict_on_batch(latent), expected["vae"])
     del decoder
+    keras.backend.clear_session()
+
+    # the VAE encoder, as the tiny check in test_tiny_conversion.py (latents are small)
+    encoder_k = load("encoder", SIZE)
+    _close(encoder_k.predict_on_batch(image), expected["encoder"], min_scale=0.05)
+    del encoder_k
     keras.backend.clear_session()
 
     unet_k = load("diffusion_model", SIZE)

@@ -151,7 +151,7 @@ def test_name_index_finds_each_tensor_of_a_tiny_diffusers_folder_where_conversio
 
 @pytest.mark.slow
 @pytest.mark.full_size
-@pytest.mark.parametrize("role", ["text_encoder", "diffusion_model", "decoder"])
+@pytest.mark.parametrize("role", ["text_encoder", "diffusion_model", "decoder", "encoder"])
 def test_layouts_at_sd_widths_list_the_weights_keras_cv_classes_list(role):
     """The tiny check stands for the full-size one only if sdgen's layouts are keras_cv's:
     at SD's widths they list the weights of keras_cv's own classes, layer for layer, so
@@ -164,3 +164,78 @@ def test_layouts_at_sd_widths_list_the_weights_keras_cv_classes_list(role):
     theirs = keras_cv_layouts.keras_cv_network(role, SIZE)
     assert [tuple(w.shape) for w in ours.weights] == [tuple(w.shape) for w in theirs.weights]
     assert keras_cv_layouts.layer_names(ours) == keras_cv_layouts.layer_names(theirs)
+
+
+def _encode_expected(vae, image):
+    """diffusers' latents of ``image`` (N, H, W, 3): the posterior's mean times 0.18215."""
+    with torch.no_grad():
+        sample = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
+        mean = vae.encode(sample).latent_dist.mean * 0.18215
+    return mean.numpy().transpose(0, 2, 3, 1)
+
+
+def _ldm_vae(vae):
+    """``vae``'s tensors under SD single-file (CompVis) names, renamed with sdgen's tables
+    and checked against diffusers' own LDM converter: converting them back gives every
+    tensor of ``vae`` under its name, so the names are diffusers', not only ours."""
+    from diffusers.loaders import single_file_utils as sfu
+
+    tables = convert.family_tables("sd-v1", TINY)
+    state = {f"vae.{k}": v.numpy() for k, v in vae.state_dict().items()}
+    ldm = {}
+    for param in tables["encoder"]() + tables["decoder"]():
+        key = next(k for k in (param.diffusers, *param.aliases) if k in state)
+        value = state[key]
+        if param.kind == "conv" and value.ndim == 2:  # the VAE's attention: 1x1 convs
+            value = value[:, :, None, None]
+        ldm[param.ldm] = value
+    config = {
+        "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4,
+    }
+    back = sfu.convert_ldm_vae_checkpoint({k: torch.from_numpy(v) for k, v in ldm.items()}, config)
+    assert sorted(back) == sorted(vae.state_dict())
+    for key, value in vae.state_dict().items():
+        np.testing.assert_array_equal(back[key].reshape(value.shape).numpy(), value.numpy())
+    return ldm
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "ldm"])
+def test_tiny_vae_encoder_converts_to_diffusers_encode_mean(tmp_path, layout):
+    """sdgen's encoder on converted weights gives diffusers'
+    ``AutoencoderKL.encode(x).latent_dist.mean * 0.18215``, from a diffusers folder and
+    from a single file's names; on OpenVINO what it gives on TensorFlow."""
+    from sdgen.runtimes.openvino_weights import concrete_function
+
+    _, _, vae = save_diffusers_folder(tmp_path / "tiny", False, seed=11)
+    image = np.random.default_rng(2).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
+    expected = _encode_expected(vae, image)
+
+    tables = convert.family_tables("sd-v1", TINY)
+    if layout == "diffusers":
+        tensors = convert.read_checkpoint(tmp_path / "tiny")
+        tensors = {k: v for k, v in tensors.items() if k.startswith("vae.")}
+    else:
+        tensors = _ldm_vae(vae)
+    params = {role: tables[role] for role in ("decoder", "encoder")}
+    weights = convert.map_weights(tensors, layout, params=params)
+    encoder = layouts.encoder(TINY, SIZE, SIZE)
+    encoder.set_weights(weights["encoder"])
+    got = encoder.predict_on_batch(image)
+
+    assert got.shape == expected.shape == (1, SIZE // 8, SIZE // 8, 4)
+    assert np.abs(expected).max() > 0.1  # a working network's latents
+    error = float(np.abs(got - expected).max())
+    print(f"{layout}: max abs error {error:.3g}")
+    assert error <= LIMIT
+
+    if layout == "ldm":
+        return
+    openvino = pytest.importorskip("openvino")
+    compiled = openvino.Core().compile_model(
+        openvino.convert_model(concrete_function("encoder", encoder)),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32"},
+    )
+    ov = np.asarray(compiled.create_infer_request().infer([image])[0])
+    assert float(np.abs(ov - got).max()) <= LIMIT

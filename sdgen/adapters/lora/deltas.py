@@ -97,6 +97,30 @@ def module_delta(module: LoraModule, shape: tuple[int, ...], multiplier: float =
     return np.asarray(delta.reshape(shape), dtype=np.float32)
 
 
+def _fitted_delta(module: LoraModule, shape: tuple[int, ...], multiplier: float) -> np.ndarray:
+    """:func:`module_delta` in ``shape``; for an inpainting U-Net's conv_in (9 input
+    channels) changed by a LoRA made for a text-to-image model (4), the change zero-padded
+    to 9 inputs, so the mask and masked-image channels keep their weights (as A1111
+    pads it)."""
+    from ...families import INPAINTING_CHANNELS
+    from ...networks.layouts import LATENT_CHANNELS
+
+    try:
+        return module_delta(module, shape, multiplier)
+    except LoraError:
+        if len(shape) != 4 or shape[1] != INPAINTING_CHANNELS:
+            raise
+        narrow = (shape[0], LATENT_CHANNELS, *shape[2:])
+        try:
+            delta = module_delta(module, narrow, multiplier)
+        except LoraError:
+            raise LoraError(  # the error about the model's own shape, not the narrow one
+                f"module {module.name} does not fit the weight's {tuple(shape)}"
+            ) from None
+    padding = ((0, 0), (0, INPAINTING_CHANNELS - LATENT_CHANNELS), (0, 0), (0, 0))
+    return np.pad(delta, padding)
+
+
 @lru_cache(maxsize=8)
 def _indexes(family: str, widths) -> tuple[dict, dict]:
     from ...convert.mapping import name_index
@@ -132,7 +156,8 @@ def lora_deltas(
     items: Sequence[tuple[LoraFile, float, float]], family: str, widths=None
 ) -> dict[tuple[str, int], np.ndarray]:
     """The summed weight change of ``items`` (each ``(lora, te_multiplier,
-    unet_multiplier)``) on a model of ``family`` (``"sd-v1"``, ``"sd-v2"``, ``"tiny"``) at
+    unet_multiplier)``) on a model of ``family`` (``"sd-v1"``, ``"sd-v2"``, ``"tiny"``, or
+    an inpainting variant: a 4-channel conv_in change is zero-padded to its 9) at
     ``widths`` (None: the family's own).
 
     Returns ``{(role, position): ΔW}``: ``role`` ``"text_encoder"`` or
@@ -157,7 +182,7 @@ def lora_deltas(
             if not slots:
                 raise LoraError(_another(lora, family, f"the model has no {module.name}"))
             try:
-                delta = module_delta(module, _torch_shape(slots), multiplier)
+                delta = _fitted_delta(module, _torch_shape(slots), multiplier)
                 converted = [(slot, _to_keras(slot, delta)) for slot in slots]
             except (LoraError, CheckpointError) as error:
                 raise LoraError(_another(lora, family, str(error))) from error

@@ -194,11 +194,14 @@ def _hashes_of(found) -> dict[str, Path]:
 
 def check_family(lora, family) -> None:
     """Refuse ``lora`` (a ``LoraFile``) when its file says it is for another family
-    than the model's."""
+    than the model's (or than the one the model's is a variant of: an SD 1.x LoRA fits
+    ``sd-v1-inpainting``)."""
     from .errors import LoraError
 
     found = getattr(lora, "family", None)
-    if family.name in _KNOWN_FAMILIES and found in _KNOWN_FAMILIES and found != family.name:
+    # an inpainting variant takes its base family's LoRAs (as A1111 applies them)
+    base = family.base_name
+    if base in _KNOWN_FAMILIES and found in _KNOWN_FAMILIES and found != base:
         raise LoraError(f"LoRA {lora.path} is for {found} models, not for this {family.name} model")
 
 
