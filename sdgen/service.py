@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
-from .batch.checks import TextSources, check_text
+from .batch.checks import TextSources
 from .batch.executors import LoadOptions
+from .batch.expand import expander, jobs_of
 from .batch.run import Failed, Saved
 from .batch.work import EXIT_SOME_FAILED, Failure, Job, OutputOptions, Plan
 from .config import GenerationConfig
@@ -173,10 +174,10 @@ def _read_jobs(request: GenerateRequest, say: Say | None):
         EmbeddingLibrary(request.load.embeddings_dir), LoraFinder(request.load.lora_dir)
     )
     dynamic = DynamicPrompts(request.prompt_mode, request.wildcards_dir)
-    expand = _expander(dynamic, sources)
+    expand = expander(dynamic, sources)
     if request.prompts_file is None:
         job = Job(GenerationConfig(prompt=request.prompt, **settings), model)
-        jobs = _warned(_jobs_of(job, axes, dynamic, sources), request, say)
+        jobs = _warned(jobs_of(job, axes, dynamic, sources), request, say)
         return _confirmed(jobs, request), [], expand
     jobs, failures = _file_jobs(request, settings, model, (axes, dynamic, sources))
     return _confirmed(_warned(jobs, request, say), request), failures, expand
@@ -204,61 +205,12 @@ def _file_jobs(request: GenerateRequest, settings: dict, model: str, expansion):
             job = Job(
                 GenerationConfig(prompt=line.prompt, **overrides), line_model, line.line_number
             )
-            jobs += _jobs_of(job, axes, dynamic, sources)
+            jobs += jobs_of(job, axes, dynamic, sources)
         except DynamicPromptError as error:
             raise DynamicPromptError(f"line {line.line_number}: {error}") from None
         except SdgenError as error:
             failures.append(Failure(str(error), line.line_number))
     return jobs, failures
-
-
-def _expander(dynamic, sources) -> Callable[[Job, int], Job]:
-    """``expand(job, seed)``: the checked job of the image of ``seed`` of a job whose
-    random template each image expands (a prompt it makes that cannot be used raises,
-    naming the line and the seed)."""
-
-    def expand(job: Job, seed: int) -> Job:
-        try:
-            prompt, negative = dynamic.expand(job.template, seed)
-            config = replace(job.config, prompt=prompt, negative_prompt=negative)
-            template = replace(job.template, per_image=False)
-            return check_text(replace(job, config=config, template=template), sources)
-        except UsageError as error:
-            where = f"line {job.line_number}, " if job.line_number is not None else ""
-            raise type(error)(f"{where}seed {seed}: {error}") from None
-
-    return expand
-
-
-def _dynamic_jobs(job: Job, dynamic, sources) -> list[Job]:
-    """``job`` checked (``check_text``); with a dynamic prompt, one checked job per
-    expansion of a combinatorial template, or ``job`` with its random template, which
-    each image expands with its seed when the batch is planned."""
-    config = job.config
-    template = dynamic.template(config.prompt, config.negative_prompt)
-    if template is None:
-        return [check_text(job, sources)]
-    if template.per_image:
-        return [replace(check_text(job, sources), template=template)]
-    return [
-        check_text(
-            replace(job, config=replace(config, prompt=p, negative_prompt=n), template=template),
-            sources,
-        )
-        for p, n in dynamic.combinations(template)
-    ]
-
-
-def _jobs_of(job: Job, axes, dynamic, sources) -> list[Job]:
-    """The checked jobs of ``job``: one per expansion of its dynamic prompt
-    (``_dynamic_jobs``), and each of those one per cell of the sweep ``axes``."""
-    from .sweep import expand as sweep_cells
-
-    jobs = []
-    for expanded in _dynamic_jobs(job, dynamic, sources):
-        cells = sweep_cells(expanded, axes)
-        jobs += [check_text(cell, sources) for cell in cells] if axes else cells
-    return jobs
 
 
 def _confirmed(jobs: list[Job], request: GenerateRequest) -> list[Job]:
@@ -270,35 +222,6 @@ def _confirmed(jobs: list[Job], request: GenerateRequest) -> list[Job]:
     if request.sweep and images > CONFIRM_ABOVE and not request.yes:
         raise SweepTooLargeError(images)
     return jobs
-
-
-def check_image_tasks(jobs: list[Job]) -> list[str]:
-    """Refuse, before any weights load, what the image tasks of ``jobs`` cannot do (an
-    all-black mask, a hires size the U-Net cannot take: ``ConfigError``, naming a
-    prompts-file line), and return the notes of what is done with their images (the
-    size chosen from an init image, resizes), each once; see
-    :mod:`sdgen.batch.image_task`."""
-    from .batch.image_task import check_image_task, image_task_notes, sized
-    from .catalog import get_model_spec
-
-    notes: dict[str, None] = {}
-    seen: set[int] = set()
-    for job in jobs:
-        config = job.config
-        if id(config) in seen or (config.init_image is None and not config.hires):
-            continue
-        seen.add(id(config))
-        try:
-            default = get_model_spec(job.model).default_size
-            full = sized(config, default)
-            check_image_task(full, job.model, default)
-        except UsageError as error:
-            if job.line_number is None:
-                raise
-            raise type(error)(f"line {job.line_number}: {error}") from None
-        given = (config.width is not None, config.height is not None)
-        notes.update(dict.fromkeys(image_task_notes(full, given)))
-    return list(notes)
 
 
 def make_executor(request: GenerateRequest, say: Say | None = None, download_progress=None):
@@ -418,6 +341,8 @@ def start_generation(
 
     started = time.perf_counter()
     jobs, failures, expand = _read_jobs(request, say)
+    from .batch.image_task import check_image_tasks
+
     notes = check_image_tasks(jobs)
     the_plan = plan(jobs, request.output, failures, expand)
     for note in notes if say is not None else ():

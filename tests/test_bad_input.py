@@ -175,11 +175,11 @@ def test_failure_after_some_images_keeps_them(run_cli, hermetic, monkeypatch):
     real_decode = Pipeline._decode
     calls = {"n": 0}
 
-    def decode_then_fail(self, networks, latent):
+    def decode_then_fail(self, networks, latent, *rest):
         calls["n"] += 1
         if calls["n"] == 2:
             raise BadImageError("the networks produced NaN or infinite values")
-        return real_decode(self, networks, latent)
+        return real_decode(self, networks, latent, *rest)
 
     monkeypatch.setattr(Pipeline, "_decode", decode_then_fail)
     result = run_cli("x", *TINY, "--seed", "1", "--num-images", "3")

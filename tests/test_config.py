@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sdgen.config import GenerationConfig, find_preset, load_preset, preset_names
+from sdgen.config import GenerationConfig
 from sdgen.errors import ConfigError, PromptError, UsageError
+from sdgen.presets import find_preset, load_preset, preset_names
 
 
 def test_defaults_match_the_documented_ones():

@@ -19,9 +19,11 @@ from PIL import Image
 
 from sdgen.again import again_request
 from sdgen.batch import identity
-from sdgen.batch.image_task import image_size, read_images
+from sdgen.batch.image_task import read_images, sized
+from sdgen.batch.image_task_record import IMAGE_TASK_IDENTITY
 from sdgen.batch.prompts_file import read_prompts_file
 from sdgen.batch.work import Job, PlannedImage
+from sdgen.catalog import get_model_spec
 from sdgen.config import GenerationConfig
 from sdgen.errors import ConfigError
 from sdgen.images import ImageInput
@@ -102,21 +104,13 @@ def test_hires_sizes_the_unet_cannot_take_name_the_nearest_that_work():
     assert 1.25 in working_scales(512, 512) and 1.3 not in working_scales(512, 512)
 
 
-def test_pipeline_plan_size_is_asked_before_any_work(run_cli, hermetic, monkeypatch):
-    """Where the pipeline has its own ``plan_size`` rule, it is asked before a model
-    loads, and its ConfigError is a one-line exit-2 error."""
-    from sdgen.pipeline import Pipeline
-
-    asked = []
-
-    def plan_size(self, config):
-        asked.append((self.spec.name, config.width, config.height))
-        raise ConfigError("the pipeline says no")
-
-    monkeypatch.setattr(Pipeline, "plan_size", plan_size, raising=False)
+def test_hires_on_the_size_an_init_image_gives_is_checked_before_any_work(run_cli, hermetic):
+    """The hires check sees the size the init image asks for (100x70 makes 128x64),
+    not the model's default: 1.25 gives 160x80, which the U-Net cannot take."""
     noise_image(hermetic / "init.png", 100, 70)
-    one_line_error(run_cli("a cat", *TINY64, "--init-image", "init.png"), "the pipeline says no")
-    assert asked == [("tiny", 128, 64)]  # the size the image asks for, filled in
+    args = ("a cat", *TINY64, "--init-image", "init.png", "--hires", "--hires-scale", "1.25")
+    one_line_error(run_cli(*args), "hires", "1.5 (192x96)")
+    assert not (hermetic / "outputs").exists()
 
 
 # --- sizes and notes ------------------------------------------------------------
@@ -141,9 +135,10 @@ def test_an_init_image_gives_the_size_and_the_notes_say_what_is_done(hermetic):
     ), said
     assert generation.executor.said >= set(said)  # the pipeline's notes are not said twice
     outpaint = GenerationConfig(prompt="a", init_image=init, outpaint=(0, 0, 28, 58))
-    assert image_size(outpaint) == (128, 128)
-    given = GenerationConfig(prompt="a", init_image=init, width=256)
-    assert image_size(given) == (256, 64)
+    tiny = get_model_spec("tiny")
+    assert (sized(outpaint, tiny).width, sized(outpaint, tiny).height) == (128, 128)
+    given = sized(GenerationConfig(prompt="a", init_image=init, width=256), tiny)
+    assert (given.width, given.height) == (256, 64)
 
 
 # --- records: manifest, infotext, identity ---------------------------------------
@@ -220,7 +215,7 @@ def test_the_identity_holds_the_images_content_and_every_setting(hermetic):
         assert identity.identity(other) != identity.identity(hires), change
     # a txt2img record written before image tasks existed is still the same work
     plain = planned(GenerationConfig(prompt="a")).parameters()
-    legacy = {k: v for k, v in plain.items() if k not in identity.IMAGE_TASK_IDENTITY}
+    legacy = {k: v for k, v in plain.items() if k not in IMAGE_TASK_IDENTITY}
     assert identity.identity(legacy) == identity.identity(plain)
 
 

@@ -260,9 +260,9 @@ def test_a_cached_openvino_run_never_imports_tensorflow(run_cli, hermetic, openv
 
 def test_a_change_to_the_converter_code_gets_a_new_conversion(tmp_path, monkeypatch):
     from sdgen.catalog import get_model_spec
-    from sdgen.runtimes import openvino
+    from sdgen.runtimes import openvino, openvino_cache
 
-    sources = openvino._graph_sources()
+    sources = openvino_cache._graph_sources()
     assert Path(openvino.__file__).resolve() in sources
     copies = []
     for source in sources:
@@ -271,11 +271,11 @@ def test_a_change_to_the_converter_code_gets_a_new_conversion(tmp_path, monkeypa
         copy.write_bytes(source.read_bytes())
         copies.append(copy)
     spec = get_model_spec("tiny")
-    first = openvino.fingerprint(spec, {})
-    monkeypatch.setattr(openvino, "_graph_sources", lambda: copies)
-    assert openvino.fingerprint(spec, {}) == first  # the same code, the same name
+    first = openvino_cache.fingerprint(spec, {})
+    monkeypatch.setattr(openvino_cache, "_graph_sources", lambda: copies)
+    assert openvino_cache.fingerprint(spec, {}) == first  # the same code, the same name
     copies[0].write_text(copies[0].read_text() + "\n# changed\n")
-    assert openvino.fingerprint(spec, {}) != first
+    assert openvino_cache.fingerprint(spec, {}) != first
 
 
 def test_another_context_length_converts_its_own_unet(tiny_pipeline, openvino_pipeline):

@@ -4,23 +4,23 @@ from each feature's own contribution.
 A ``Contributor`` names the manifest fields one feature adds for an image, which of them
 must match for a resumed run to skip the image, the value a record written before the
 feature existed implies, and the infotext settings it adds. ``CONTRIBUTORS`` holds them
-in order; a new feature (adapters, init images, prompt weighting) adds one with
-``register`` instead of editing a fixed list. Because a missing field reads as its
+in order (the ``Contributor`` record is in :mod:`.contributor`; the image tasks' is in
+:mod:`.image_task_record`); a new feature adds one with ``register`` instead of editing
+a fixed list. Because a missing field reads as its
 ``legacy`` value, manifests written by earlier versions keep resuming as long as the
 meaning they imply is still today's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..config import FILL_LABELS, RESIZE_LABELS, UPSCALER_LABELS
 from ..noise import DEFAULT_RNG
 from ..output.png import format_infotext, format_number
 from ..samplers import get_sampler
+from .contributor import Contributor
+from .image_task_record import IMAGE_TASK
 
 if TYPE_CHECKING:
     from .work import PlannedImage
@@ -33,31 +33,6 @@ if TYPE_CHECKING:
 #: the others are the same work (the same pixels) and are skipped. A change to how the
 #: syntax is read needs a new name here.
 SYNTAX_PREFIX = "a1111-"
-
-
-@dataclass(frozen=True)
-class Contributor:
-    """One feature's part of an image's record.
-
-    name: what the feature is, for messages and ``register``.
-    fields: ``fields(image)``: the manifest fields this feature adds for ``image``.
-    identity: the keys of ``fields`` that must equal an earlier record's for a resumed
-        run to skip the image (the rest are only recorded).
-    legacy: the value a key takes in a record that lacks it (written before the feature
-        existed); a key without one must be present to match.
-    infotext: ``infotext(fields)``: the ``Key: value`` settings this feature adds to the
-        PNG's infotext, from the image's complete fields [none].
-    seedless: ``seedless(fields)``: identity values that stand in for those of any
-        contributor when the seed is left out, for fields the seed decides (a random
-        template's prompts): what an earlier run of the same request shares [none].
-    """
-
-    name: str
-    fields: Callable[[PlannedImage], dict]
-    identity: tuple[str, ...] = ()
-    legacy: dict = field(default_factory=dict)
-    infotext: Callable[[dict], dict] = lambda fields: {}
-    seedless: Callable[[dict], dict] = lambda fields: {}
 
 
 def _generation(image: PlannedImage) -> dict:
@@ -197,97 +172,6 @@ def _noise_infotext(fields: dict) -> dict:
     return settings
 
 
-#: The manifest fields of the image tasks that are part of the resume identity; a
-#: record without one (txt2img, or written before image tasks) reads it as None.
-IMAGE_TASK_IDENTITY = (
-    "init_image_sha256",
-    "strength",
-    "resize",
-    "mask_sha256",
-    "mask_blur",
-    "inpaint_fill",
-    "inpaint_area",
-    "inpaint_padding",
-    "outpaint",
-    "hires",
-    "hires_scale",
-    "hires_upscaler",
-    "hires_steps",
-    "hires_denoise",
-)
-#: How many hex digits of an init image's or mask's sha256 the infotext shows.
-SHORT_HASH = 12
-
-
-def _image_task(image: PlannedImage) -> dict:
-    """The image task's fields: only those the task uses (none for plain txt2img), so a
-    setting that changes nothing never changes the identity. ``init_image`` and
-    ``mask`` are the paths as given (recorded, not identity: the sha256s are)."""
-    config = image.job.config
-    fields: dict = {}
-    if config.init_image is not None:
-        fields.update(
-            image_task=config.image_task,
-            init_image=config.init_image.label,
-            init_image_sha256=config.init_image.sha256,
-            strength=config.strength,
-            resize=config.resize,
-        )
-    if config.mask is not None:
-        fields.update(mask=config.mask.label, mask_sha256=config.mask.sha256)
-    if config.mask is not None or config.outpaint is not None:
-        masked = config.inpaint_area == "masked"
-        fields.update(
-            mask_blur=config.mask_blur,
-            inpaint_fill=config.inpaint_fill,
-            inpaint_area=config.inpaint_area,
-            inpaint_padding=config.inpaint_padding if masked else None,
-        )
-    if config.outpaint is not None:
-        fields["outpaint"] = list(config.outpaint)
-    if config.hires:
-        fields.update(
-            hires=True,
-            hires_scale=config.hires_scale,
-            hires_upscaler=config.hires_upscaler,
-            hires_steps=config.hires_steps,  # None: the same as steps
-            hires_denoise=config.hires_denoise,
-        )
-    return fields
-
-
-def _image_task_infotext(fields: dict) -> dict:
-    """A1111's keys where it has them: ``Denoising strength`` (img2img's strength, or
-    the hires pass's), ``Mask blur``, ``Masked content`` (when not ``original``),
-    ``Inpaint area: Only masked`` with ``Masked area padding``, ``Hires upscale``,
-    ``Hires steps`` (when given), ``Hires upscaler``; and sdgen's own for what A1111
-    does not write: ``Resize mode`` (A1111's label of the mode), ``Init image sha256``
-    and ``Mask sha256`` (the first ``SHORT_HASH`` hex digits), ``Outpaint: "L,T,R,B"``."""
-    settings: dict = {}
-    if fields.get("init_image_sha256"):
-        settings["Denoising strength"] = format_number(fields["strength"])
-        settings["Resize mode"] = RESIZE_LABELS[fields["resize"]]
-        settings["Init image sha256"] = fields["init_image_sha256"][:SHORT_HASH]
-    if fields.get("mask_sha256"):
-        settings["Mask sha256"] = fields["mask_sha256"][:SHORT_HASH]
-    if fields.get("outpaint"):
-        settings["Outpaint"] = '"' + ",".join(str(side) for side in fields["outpaint"]) + '"'
-    if fields.get("inpaint_fill") is not None:
-        settings["Mask blur"] = fields["mask_blur"]
-        if fields["inpaint_fill"] != "original":
-            settings["Masked content"] = FILL_LABELS[fields["inpaint_fill"]]
-        if fields["inpaint_area"] == "masked":
-            settings["Inpaint area"] = "Only masked"
-            settings["Masked area padding"] = fields["inpaint_padding"]
-    if fields.get("hires"):
-        settings["Denoising strength"] = format_number(fields["hires_denoise"])
-        settings["Hires upscale"] = format_number(fields["hires_scale"])
-        if fields.get("hires_steps") is not None:
-            settings["Hires steps"] = fields["hires_steps"]
-        settings["Hires upscaler"] = UPSCALER_LABELS[fields["hires_upscaler"]]
-    return settings
-
-
 def _template(image: PlannedImage) -> dict:
     """A dynamic prompt's mode, its templates where they differ from the prompts made
     of them, and the hashes of the wildcards it reads."""
@@ -373,13 +257,7 @@ CONTRIBUTORS: list[Contributor] = [
         },
         infotext=_noise_infotext,
     ),
-    Contributor(
-        "image task",
-        _image_task,
-        identity=IMAGE_TASK_IDENTITY,
-        legacy=dict.fromkeys(IMAGE_TASK_IDENTITY),
-        infotext=_image_task_infotext,
-    ),
+    IMAGE_TASK,
     Contributor(  # where a sweep's cell sits in it: recorded, never part of the identity
         "sweep",
         lambda image: {} if image.job.sweep is None else {"sweep": image.job.sweep.record()},

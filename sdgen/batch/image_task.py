@@ -5,13 +5,14 @@ img2img, inpainting, outpainting and hires fix.
 - ``read_images(settings, folder)``: the settings with ``init_image`` and ``mask`` read
   into ``ImageInput``s once (a path relative to ``folder``: a prompts file's own), so a
   sweep or every image of a batch never reads the file again.
-- ``image_size(config)``: the size an init image makes when ``--width/--height`` are not
-  given: its own (after outpainting's borders) rounded to multiples of 64. The planner
-  fills it in, so the records, names and the pipeline all see the one size.
-- ``check_image_task(job, default_size)``: refuses, with a one-line ``ConfigError``,
-  a mask with nothing to repaint and a hires size the U-Net cannot take (naming the
-  nearest scales that work), and asks the pipeline's own ``Pipeline.plan_size`` where it
-  has one.
+- ``sized(config, spec)``: the config with the size it makes filled in where
+  ``--width/--height`` are not given: an init image's own (after outpainting's
+  borders) rounded to multiples of 64, else the model's default
+  (``sdgen.pipeline.plan.base_size``). The planner fills it in, so the records, names
+  and the pipeline all see the one size.
+- ``check_image_task(config, spec)``: refuses, with a one-line ``ConfigError``, a mask
+  with nothing to repaint and a hires size the U-Net cannot take (naming the nearest
+  scales that work; ``sdgen.pipeline.plan.plan_size``).
 - ``image_task_notes(config)``: the lines that say what sdgen did with the image
   (size chosen from it, resized, mask resized with it).
 
@@ -24,13 +25,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..config import MAX_SIZE, SIZE_MULTIPLE, GenerationConfig
+from ..config import SIZE_MULTIPLE, GenerationConfig
 from ..errors import ConfigError
-from ..images import ImageInput
-from ..pipeline.hires import hires_size
+from ..images import ImageInput, is_empty, resize_note
+from ..images.source import mask_array
+from ..pipeline.plan import base_size, plan_size
+from ..spec import ModelSpec
+
+if TYPE_CHECKING:
+    from .work import Job
 
 #: The settings that hold an image, and what each is called in messages.
 IMAGE_SETTINGS = {"init_image": "init image", "mask": "mask"}
@@ -52,87 +57,25 @@ def read_images(settings: dict, folder: Path | None = None) -> dict:
     return settings
 
 
-def round_size(width: int, height: int) -> tuple[int, int]:
-    """``(width, height)`` each rounded to the nearest multiple of 64, at least 64 (the
-    images module's ``size_for_image`` where it exists)."""
-    try:
-        from ..images.resize import size_for_image
-    except ImportError:
-        size_for_image = None
-    if size_for_image is not None:
-        return tuple(size_for_image(width, height))
-
-    def nearest(value: int) -> int:
-        return min(MAX_SIZE, max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE))
-
-    return nearest(width), nearest(height)
-
-
-def image_size(config: GenerationConfig) -> tuple[int, int] | None:
-    """The output size ``config``'s init image asks for where the config gives none:
-    the image's size plus any outpainting borders, rounded to multiples of 64; None for
-    txt2img."""
-    image = config.init_image
-    if image is None:
-        return None
-    width, height = image.width, image.height
-    if config.outpaint is not None:
-        left, top, right, bottom = config.outpaint
-        width, height = width + left + right, height + top + bottom
-    rounded = round_size(width, height)
-    return (config.width or rounded[0], config.height or rounded[1])
-
-
-def mask_is_empty(mask: ImageInput) -> bool:
-    """Whether ``mask`` repaints nothing: ``sdgen.images.is_empty`` of its
-    ``mask_array`` where the images module has them, else every pixel black."""
-    try:
-        from ..images import mask as mask_module
-        from ..images.source import mask_array
-    except ImportError:
-        mask_module = None
-    if mask_module is not None and hasattr(mask_module, "is_empty"):
-        return bool(mask_module.is_empty(mask_array(mask)))
-    return not np.any(mask.pixels)
-
-
-def check_image_task(config: GenerationConfig, model: str, default_size: int) -> None:
-    """Refuse, before any work, what ``config`` (of ``model``, whose default size is
-    ``default_size``) asks of an image task that cannot be done: a mask with nothing to
-    repaint, a hires fix whose size the U-Net cannot take (``ConfigError``); then the
-    pipeline's ``plan_size`` rule, where it has one."""
-    if config.mask is not None and mask_is_empty(config.mask):
+def check_image_task(config: GenerationConfig, spec: ModelSpec) -> None:
+    """Refuse, before any work, what ``config`` (of the model ``spec``) asks of an image
+    task that cannot be done (``ConfigError``): a mask with nothing to repaint, a hires
+    fix whose size the U-Net cannot take."""
+    if config.mask is not None and is_empty(mask_array(config.mask)):
         raise ConfigError(
             f"mask {config.mask.label} is all black, so there is nothing to repaint; "
             "white marks what is repainted"
         )
-    if config.hires:
-        width = config.width or default_size
-        height = config.height or default_size
-        hires_size(width, height, config.hires_scale)
-    pipeline_size(config, model)
+    plan_size(spec, config)
 
 
-def pipeline_size(config: GenerationConfig, model: str) -> tuple[int, int] | None:
-    """The pipeline's ``Pipeline.plan_size(config)`` for ``model``, asked before any
-    network is built: on a pipeline that has the model's spec and family but no
-    networks. None where the pipeline has no such rule, or needs its networks for it;
-    its ``ConfigError`` is raised."""
-    from ..pipeline import Pipeline
-
-    plan_size = getattr(Pipeline, "plan_size", None)
-    if plan_size is None:
-        return None
-    from ..catalog import get_model_spec
-    from ..families import family_of
-
-    spec = get_model_spec(model)
-    bare = Pipeline.__new__(Pipeline)
-    bare.spec, bare.family = spec, family_of(spec)
-    try:
-        return tuple(plan_size(bare, config))
-    except (AttributeError, TypeError):  # it needs a loaded pipeline: checked there
-        return None
+def sized(config: GenerationConfig, spec: ModelSpec) -> GenerationConfig:
+    """``config`` with its width and height set: the given ones, else the init image's
+    rounded to multiples of 64, else the model's default (``plan.base_size``)."""
+    if config.width is not None and config.height is not None:
+        return config
+    width, height = base_size(spec, config)
+    return replace(config, width=width, height=height)
 
 
 def image_task_notes(config: GenerationConfig, given: tuple[bool, bool]) -> list[str]:
@@ -155,7 +98,7 @@ def image_task_notes(config: GenerationConfig, given: tuple[bool, bool]) -> list
         left, top, right, bottom = config.outpaint
         canvas = (image.width + left + right, image.height + top + bottom)
     if canvas != (width, height):
-        notes.append(_resize_note(image, canvas, width, height, config.resize))
+        notes.append(resize_note(canvas[0], canvas[1], width, height, config.resize))
     mask = config.mask
     if mask is not None and (mask.width, mask.height) != (image.width, image.height):
         notes.append(
@@ -166,33 +109,30 @@ def image_task_notes(config: GenerationConfig, given: tuple[bool, bool]) -> list
     return notes
 
 
-_RESIZE_WORDS = {
-    "crop": "scaled to cover it, the overflow cut evenly",
-    "fit": "scaled to fit inside, the border filled from its edges",
-    "stretch": "each side scaled on its own",
-}
+def check_image_tasks(jobs: list[Job]) -> list[str]:
+    """Refuse, before any weights load, what the image tasks of ``jobs`` cannot do (an
+    all-black mask, a hires size the U-Net cannot take: ``ConfigError``, naming a
+    prompts-file line), and return the notes of what is done with their images (the
+    size chosen from an init image, resizes), each once; see
+    :mod:`sdgen.batch.image_task`."""
+    from ..catalog import get_model_spec
+    from ..errors import UsageError
 
-
-def _resize_note(image: ImageInput, canvas, width: int, height: int, mode: str) -> str:
-    try:
-        from ..images.resize import resize_note
-    except ImportError:
-        resize_note = None
-    if resize_note is not None:
-        note = resize_note(canvas[0], canvas[1], width, height, mode)
-        if note:
-            return note
-    return (
-        f"init image {canvas[0]}x{canvas[1]} resized to {width}x{height} "
-        f"({mode}: {_RESIZE_WORDS[mode]})"
-    )
-
-
-def sized(config: GenerationConfig, default_size: int) -> GenerationConfig:
-    """``config`` with its width and height set: the given ones, else the init image's
-    (``image_size``), else ``default_size`` (the model's)."""
-    if config.width is not None and config.height is not None:
-        return config
-    from_image = image_size(config)
-    width, height = from_image or (default_size, default_size)
-    return replace(config, width=config.width or width, height=config.height or height)
+    notes: dict[str, None] = {}
+    seen: set[int] = set()
+    for job in jobs:
+        config = job.config
+        if id(config) in seen or (config.init_image is None and not config.hires):
+            continue
+        seen.add(id(config))
+        try:
+            spec = get_model_spec(job.model)
+            full = sized(config, spec)
+            check_image_task(full, spec)
+        except UsageError as error:
+            if job.line_number is None:
+                raise
+            raise type(error)(f"line {job.line_number}: {error}") from None
+        given = (config.width is not None, config.height is not None)
+        notes.update(dict.fromkeys(image_task_notes(full, given)))
+    return list(notes)

@@ -31,6 +31,7 @@ from ..catalog import get_model_spec
 from ..config import MAX_SEED, GenerationConfig
 from ..errors import ConfigError
 from ..output.files import ensure_writable_folder, slugify
+from ..spec import ModelSpec
 from .naming import check_template, image_path
 from .resume import EarlierRun, check_free
 from .work import Failure, Job, OutputOptions, Plan, PlannedImage
@@ -56,9 +57,9 @@ def plan(
     """
     check_template(output.name_template)
     starts, total = [], 0  # (first run index, job) of each job
-    sizes: dict[str, int] = {}  # model -> default size, looked up once per model
+    specs: dict[str, ModelSpec] = {}  # looked up once per model
     for job in jobs:
-        starts.append((total, _sized(job, sizes)))
+        starts.append((total, _sized(job, specs)))
         total += job.config.num_images
     templated = output.out is None
     earlier = EarlierRun.read(output.folder, output.outdir if templated else None)
@@ -101,7 +102,7 @@ def plan(
     return Plan(list(images), list(failures or []), grid_path, total, sweep_grids)
 
 
-def _sized(job: Job, sizes: dict[str, int]) -> Job:
+def _sized(job: Job, specs: dict[str, ModelSpec]) -> Job:
     """``job`` with its width and height set where it sets none: its init image's
     (rounded to multiples of 64; see :mod:`.image_task`), else its model's default."""
     from .image_task import sized
@@ -109,9 +110,9 @@ def _sized(job: Job, sizes: dict[str, int]) -> Job:
     config = job.config
     if config.width is not None and config.height is not None:
         return job
-    if job.model not in sizes:
-        sizes[job.model] = get_model_spec(job.model).default_size
-    return replace(job, config=sized(config, sizes[job.model]))
+    if job.model not in specs:
+        specs[job.model] = get_model_spec(job.model)
+    return replace(job, config=sized(config, specs[job.model]))
 
 
 def _images(

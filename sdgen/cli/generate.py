@@ -14,9 +14,9 @@ import click
 from ..batch.executors import LoadOptions
 from ..batch.run import Failed
 from ..batch.work import OutputOptions
-from ..config import load_preset, preset_names
 from ..errors import SdgenError
 from ..output.files import no_empty_folder_left
+from ..presets import load_preset, preset_names
 from ..service import GenerateRequest, start_generation
 from ..sweep import SweepTooLargeError
 from .options import (

@@ -103,4 +103,12 @@ def _linear(array: np.ndarray, size: int, out: int, axis: int) -> np.ndarray:
     return np.take(array, low, axis=axis) * (1 - frac) + np.take(array, high, axis=axis) * frac
 
 
-__all__ = ["hires_size", "upscale_latents", "working_scales"]
+def lanczos(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 pixels enlarged to ``width`` x ``height`` with Pillow's Lanczos (the
+    ``lanczos`` upscaler)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.LANCZOS))
+
+
+__all__ = ["hires_size", "lanczos", "upscale_latents", "working_scales"]

@@ -21,7 +21,7 @@ from ..runtimes.signature import NetworkSignature
 from ..runtimes.tensorflow import DeviceSettings, TensorFlowBackend, detect_device
 from ..spec import ROLES, ModelSpec
 from ..text.tokenizer import load_tokenizer
-from .txt2img import Pipeline
+from .generate import Pipeline
 
 
 def _build(spec: ModelSpec, role: str, signature: NetworkSignature, paths: dict[str, Path]):

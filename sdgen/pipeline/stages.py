@@ -1,5 +1,5 @@
 """The stages of a generation that hold no network: the starting latents, the timestep
-embedding, and latents to pixels."""
+embedding, and latents to pixels (with an image task's kept pixels put back)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ..errors import BadImageError
+from ..images import paste_back, paste_region
 from ..noise import DEFAULT_RNG, LatentNoise
 
 
@@ -49,4 +50,21 @@ def to_pixels(decoded: np.ndarray, refuse_black: bool = True) -> np.ndarray:
     return pixels
 
 
-__all__ = ["initial_latents", "timestep_embedding", "to_pixels"]
+def decode_image(networks, latent: np.ndarray, start=None, refuse_black=None) -> np.ndarray:
+    """One image's uint8 pixels from its ``latent`` (h, w, 4), decoded by ``networks``;
+    an image task's original pixels put back where its mask keeps them (``start``, a
+    ``StartImage``). Only txt2img refuses an all-black result (``refuse_black`` None:
+    when there is no start image): an image task may legitimately be dark."""
+    if refuse_black is None:
+        refuse_black = start is None or start.latents is None
+    decoded = np.asarray(networks.decode(latent[None]), dtype=np.float32)[0]
+    pixels = to_pixels(decoded, refuse_black=refuse_black)
+    if start is not None and start.overlay is not None:
+        pixels = paste_back(start.overlay[0], pixels, start.overlay[1])
+    if start is not None and start.region is not None:
+        canvas, region, mask = start.region
+        pixels = paste_region(canvas, pixels, region, mask)
+    return pixels
+
+
+__all__ = ["decode_image", "initial_latents", "timestep_embedding", "to_pixels"]

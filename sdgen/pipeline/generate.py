@@ -1,4 +1,5 @@
-"""The text-to-image pipeline: encode the prompts, draw latents, denoise, decode.
+"""The ``Pipeline``: encode the prompts, draw latents (or start from an image), denoise,
+decode; every task, txt2img, img2img, inpainting and hires fix, goes through it.
 
 A ``Pipeline`` only receives built networks (or any runtime's backend, see
 :mod:`sdgen.runtimes.base`); :func:`sdgen.pipeline.loading.load_pipeline` resolves
@@ -11,14 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import AUTO_BATCH, GenerationConfig
 from ..errors import ConfigError, OutOfMemoryError
 from ..families import family_of
-from ..images import paste_back, paste_region, size_for_image
 from ..networks.text_states import check_clip_skip
 from ..noise import LatentNoise
 from ..noise.variation import starting_noise
@@ -28,10 +28,12 @@ from ..samplers import get_sampler
 from ..spec import ModelSpec
 from ..text.conditioning import Conditioning, TextOptions, encode_conditioning
 from .guidance import predict_noise
-from .hires import hires_size, upscale_latents
-from .img2img import StartImage, encode_pixels, img2img_start, img2img_start_index, img2img_steps
-from .inpaint import filled, inpaint_start, unmasked_conditioning
-from .stages import timestep_embedding, to_pixels
+from .hires import hires_size
+from .img2img import StartImage
+from .inpaint import filled
+from .plan import base_size, plan_size, task_notes
+from .stages import decode_image, timestep_embedding
+from .start import hires_start, steps_of_passes, task_start
 
 #: Called as ``callback(image_index, step_index, steps, latents)`` after every step.
 StepCallback = Callable[[int, int, int, np.ndarray], None]
@@ -156,7 +158,7 @@ class Pipeline:
                 conditioning = self.encode(config.negative_prompt, config.prompt, options)
             # 1b. an image task's start: the encoded init image (and mask), once
             start = self._start(config, width, height)
-            passes = self._steps_of(config, start)
+            passes = steps_of_passes(config, start)
             start_step = 0
             while start_step < len(wanted):
                 began = time.perf_counter()
@@ -214,58 +216,16 @@ class Pipeline:
             raise
 
     def base_size(self, config: GenerationConfig) -> tuple[int, int]:
-        """``(width, height)`` the request denoises at (hires fix's first pass): the
-        config's, else the init image's own (with outpainting's borders) rounded to
-        multiples of 64, else the model's default."""
-        width, height = config.width, config.height
-        if (width is None or height is None) and config.init_image is not None:
-            image_w, image_h = config.init_image.width, config.init_image.height
-            if config.outpaint is not None:
-                left, top, right, bottom = config.outpaint
-                image_w, image_h = image_w + left + right, image_h + top + bottom
-            rounded = size_for_image(image_w, image_h)
-            width, height = width or rounded[0], height or rounded[1]
-        default = self.spec.default_size
-        return width or default, height or default
+        """See :func:`.plan.base_size`."""
+        return base_size(self.spec, config)
 
     def plan_size(self, config: GenerationConfig) -> tuple[int, int]:
-        """``(width, height)`` of the images ``config`` makes: :meth:`base_size`, times
-        the hires scale with hires fix. ``ConfigError`` (before any work) for a hires
-        scale whose size the U-Net cannot take, naming the nearest that work. Needs only
-        ``spec``, so it can be asked before any network is built."""
-        width, height = self.base_size(config)
-        return hires_size(width, height, config.hires_scale) if config.hires else (width, height)
+        """See :func:`.plan.plan_size`."""
+        return plan_size(self.spec, config)
 
     def notes(self, config: GenerationConfig) -> list[str]:
-        """One line for each thing this request does that a user could not tell from
-        the flags alone: the steps an image task runs, hires fix's sizes, an inpainting
-        model's conditioning without a mask."""
-        notes = []
-        family = family_of(self.spec)
-        if config.init_image is not None:
-            run = img2img_steps(config.steps, config.strength)
-            notes.append(
-                f"{config.image_task}: strength {config.strength:g} runs the last {run} of "
-                f"{config.steps} steps (A1111's rule, int(strength x steps))"
-            )
-            if config.mask is not None and family.inpainting:
-                notes.append(f"{self.spec.name} is an inpainting model: the mask goes to its U-Net")
-        elif family.inpainting:
-            notes.append(
-                f"{self.spec.name} is an inpainting model and no mask was given: txt2img on "
-                "a grey image with an all-ones mask, as A1111 does"
-            )
-        if config.hires:
-            width, height = self.base_size(config)
-            target_w, target_h = self.plan_size(config)
-            steps = config.hires_steps or config.steps
-            run = img2img_steps(steps, config.hires_denoise)
-            notes.append(
-                f"hires fix: {width}x{height} enlarged to {target_w}x{target_h} "
-                f"({config.hires_upscaler}), then {run} of {steps} steps at denoise "
-                f"{config.hires_denoise:g}"
-            )
-        return notes
+        """See :func:`.plan.task_notes`."""
+        return task_notes(self.spec, config)
 
     def use_loras(self, config: GenerationConfig) -> None:
         """Merge into the networks' weights the LoRAs ``config`` asks for (its ``loras``
@@ -330,29 +290,8 @@ class Pipeline:
         return NetworkSignature(height, width, context_length, self.family.in_channels)
 
     def _start(self, config: GenerationConfig, width: int, height: int) -> StartImage | None:
-        """What an image task starts from (None for txt2img), or, for an inpainting
-        model without a mask, the conditioning it denoises from."""
-        in_channels = self.family.in_channels
-        if config.init_image is None:
-            if not self.family.inpainting:
-                return None
-            extra = unmasked_conditioning(self.backend, width, height)
-            return StartImage(None, config.steps, 0, extra=extra)
-        if config.mask is not None or config.outpaint is not None:
-            return inpaint_start(self.backend, config, width, height, in_channels)
-        start = img2img_start(self.backend, config, width, height)
-        if self.family.inpainting:
-            extra = unmasked_conditioning(self.backend, width, height)
-            start = replace(start, extra=extra)
-        return start
-
-    @staticmethod
-    def _steps_of(config: GenerationConfig, start: StartImage | None) -> tuple[int, ...]:
-        """The U-Net steps of each pass: the first, and hires fix's second."""
-        first = config.steps if start is None else start.steps - start.start_index
-        if not config.hires:
-            return (first,)
-        return first, img2img_steps(config.hires_steps or config.steps, config.hires_denoise)
+        """See :func:`.start.task_start`."""
+        return task_start(self.backend, self.family, config, width, height)
 
     def _denoise(self, sampler, noise, generators, conditioning, config, progress, start=None):
         """Denoise B rows from their unit ``noise``: from pure noise (txt2img) or from
@@ -405,43 +344,20 @@ class Pipeline:
         (width, height) by ``config.hires_upscaler``, then img2img there from fresh
         noise of each image's seed (see :mod:`.hires`)."""
         target_w, target_h = target
-        if config.hires_upscaler.startswith("latent"):
-            x0 = upscale_latents(latents, target_h // 8, target_w // 8, config.hires_upscaler)
-        else:
+        decoder = None
+        if not config.hires_upscaler.startswith("latent"):  # decoded, enlarged, encoded
             height, width = latents.shape[1] * 8, latents.shape[2] * 8
             decoder = self.backend.networks(
                 self._signature(height, width, conditioning.positive_length)
             )
-            pixels = [self._decode(decoder, latent, refuse_black=False) for latent in latents]
-            x0 = np.stack(
-                [encode_pixels(self.backend, lanczos(p, target_w, target_h)) for p in pixels]
-            )
-        steps = config.hires_steps or config.steps
-        start = StartImage(
-            latents=x0.astype(np.float32),
-            steps=steps,
-            start_index=img2img_start_index(steps, config.hires_denoise),
-        )
-        if self.family.inpainting:
-            start = replace(start, extra=unmasked_conditioning(self.backend, target_w, target_h))
+        start = hires_start(self.backend, self.family, config, latents, target, decoder)
         generators = [LatentNoise(config.rng, config.seed + k) for k in indices]
         noise = np.stack([g.draw(target_h, target_w) for g in generators])
         return self._denoise(sampler, noise, generators, conditioning, config, progress, start)
 
     def _decode(self, networks, latent: np.ndarray, start=None, refuse_black=None) -> np.ndarray:
-        """One image's pixels; an image task's original pixels put back where its mask
-        keeps them. Only txt2img refuses an all-black result: an image task may
-        legitimately be dark."""
-        if refuse_black is None:
-            refuse_black = start is None or start.latents is None
-        decoded = np.asarray(networks.decode(latent[None]), dtype=np.float32)[0]
-        pixels = to_pixels(decoded, refuse_black=refuse_black)
-        if start is not None and start.overlay is not None:
-            pixels = paste_back(start.overlay[0], pixels, start.overlay[1])
-        if start is not None and start.region is not None:
-            canvas, region, mask = start.region
-            pixels = paste_region(canvas, pixels, region, mask)
-        return pixels
+        """One image's pixels (see :func:`.stages.decode_image`)."""
+        return decode_image(networks, latent, start, refuse_black)
 
 
 class _Progress:
@@ -456,13 +372,6 @@ class _Progress:
             for row, k in enumerate(self.indices):
                 self.callback(k, self.step, self.total, latents[row])
         self.step += 1
-
-
-def lanczos(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """uint8 pixels enlarged to ``width`` x ``height`` with Pillow's Lanczos."""
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.LANCZOS))
 
 
 __all__ = ["GeneratedImage", "Pipeline", "StepCallback"]
