@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from .errors import ConfigError, PromptError
 from .images import ImageInput
 from .noise import DEFAULT_RNG, check_rng
+from .samplers.run import check_strength
 from .text.lora_tags import LoraRequest, lora_requests, lora_tags
 from .text.prompt_syntax import DEFAULT_EMPHASIS, EMPHASIS_LABELS, EMPHASIS_MODES
 
@@ -211,7 +212,7 @@ class GenerationConfig:
             if self.init_image is None:
                 raise ConfigError("--mask needs --init-image: the image whose region it repaints")
             object.__setattr__(self, "mask", ImageInput.of(self.mask, "mask"))
-        _check_fraction("strength", self.strength)
+        check_strength(self.strength)
         object.__setattr__(self, "strength", float(self.strength))
         _check_choice("resize", self.resize, RESIZE_MODES)
         _check_int("mask_blur", self.mask_blur, minimum=0, maximum=256)
@@ -235,7 +236,7 @@ class GenerationConfig:
         _check_choice("hires upscaler", self.hires_upscaler, HIRES_UPSCALERS)
         if self.hires_steps is not None:
             _check_int("hires_steps", self.hires_steps, minimum=1, maximum=MAX_STEPS)
-        _check_fraction("hires denoise", self.hires_denoise)
+        check_strength(self.hires_denoise, "hires denoise")
         object.__setattr__(self, "hires_denoise", float(self.hires_denoise))
         if self.hires and self.init_image is not None:
             raise ConfigError(
@@ -337,14 +338,6 @@ def parse_outpaint(value) -> tuple[int, int, int, int]:
     if not any(sides):
         raise ConfigError("outpaint adds nothing: give at least one side above 0")
     return sides
-
-
-def _check_fraction(name: str, value) -> None:
-    """A number in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number in (0, 1], got {value!r}")
-    if not (math.isfinite(value) and 0 < value <= 1):
-        raise ConfigError(f"{name} must be in (0, 1], got {value}")
 
 
 def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:

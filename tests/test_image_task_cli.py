@@ -71,14 +71,14 @@ def test_each_bad_image_input_is_one_line_with_exit_2_before_any_work(run_cli, h
         (["--init-image", "missing.png"], ["init image missing.png does not exist"]),
         (["--init-image", "notes.txt"], ["init image", "notes.txt"]),
         (["--init-image", "init.png", "--mask", "gone.png"], ["mask gone.png does not exist"]),
-        (["--init-image", "init.png", "--strength", "0"], ["strength must be in (0, 1]"]),
+        (["--init-image", "init.png", "--strength", "0"], ["strength must be a number in (0, 1]"]),
         (["--init-image", "init.png", "--strength", "1.5"], ["strength", "1.5"]),
         (["--mask", "mask.png"], ["--mask needs --init-image"]),
         (["--init-image", "init.png", "--mask", "black.png"], ["black.png", "nothing to repaint"]),
         (["--init-image", "init.png", "--outpaint", "1,2"], ["LEFT,TOP,RIGHT,BOTTOM"]),
         (["--width", "64", "--height", "64", "--hires", "--hires-scale", "1.3"],
          ["hires scale 1.3 makes 83.2x83.2 from 64x64", "1 (64x64) or 2 (128x128)"]),
-        (["--hires", "--hires-denoise", "0"], ["hires denoise must be in (0, 1]"]),
+        (["--hires", "--hires-denoise", "0"], ["hires denoise must be a number in (0, 1]"]),
     ]  # fmt: skip
     for flags, parts in cases:
         result = run_cli("a cat", *TINY64, *flags)

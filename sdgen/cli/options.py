@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from ..config import (
     INPAINT_AREAS,
     INPAINT_FILLS,
     RESIZE_MODES,
+    GenerationConfig,
 )
 from ..noise import DEFAULT_RNG, RNG_KINDS
 from ..registry import model_specs
@@ -272,23 +274,8 @@ def image_task_options(command):
     return command
 
 
-#: The parameter names of ``image_task_options``, in help order.
-IMAGE_TASK_PARAMS = (
-    "init_image",
-    "strength",
-    "resize",
-    "mask",
-    "mask_blur",
-    "inpaint_fill",
-    "inpaint_area",
-    "inpaint_padding",
-    "outpaint",
-    "hires",
-    "hires_scale",
-    "hires_upscaler",
-    "hires_steps",
-    "hires_denoise",
-)
+#: ``GenerationConfig``'s defaults, which the options show.
+_DEFAULT = {field.name: field.default for field in fields(GenerationConfig)}
 
 _IMAGE_TASK_OPTIONS = (
     click.option(
@@ -303,7 +290,7 @@ _IMAGE_TASK_OPTIONS = (
     click.option(
         "--strength",
         type=float,
-        default=0.75,
+        default=_DEFAULT["strength"],
         show_default=True,
         help="img2img denoising strength in (0, 1]: the share of the steps run from the "
         "noised image (A1111's Denoising strength).",
@@ -311,7 +298,7 @@ _IMAGE_TASK_OPTIONS = (
     click.option(
         "--resize",
         type=click.Choice(RESIZE_MODES),
-        default="crop",
+        default=_DEFAULT["resize"],
         show_default=True,
         help="How an init image of another size is brought to --width/--height: crop "
         "(cover, cut the overflow evenly), fit (fit inside, fill the border from the "
@@ -328,21 +315,21 @@ _IMAGE_TASK_OPTIONS = (
     click.option(
         "--mask-blur",
         type=int,
-        default=4,
+        default=_DEFAULT["mask_blur"],
         show_default=True,
         help="Blur radius of the mask in pixels.",
     ),
     click.option(
         "--inpaint-fill",
         type=click.Choice(INPAINT_FILLS),
-        default="original",
+        default=_DEFAULT["inpaint_fill"],
         show_default=True,
         help="What the masked region starts from: the image, fresh noise, or zero latents.",
     ),
     click.option(
         "--inpaint-area",
         type=click.Choice(INPAINT_AREAS),
-        default="full",
+        default=_DEFAULT["inpaint_area"],
         show_default=True,
         help="full: denoise the whole picture; masked: cut out the region around the mask, "
         "denoise it at the full size and paste it back (A1111's Only masked).",
@@ -350,7 +337,7 @@ _IMAGE_TASK_OPTIONS = (
     click.option(
         "--inpaint-padding",
         type=int,
-        default=32,
+        default=_DEFAULT["inpaint_padding"],
         show_default=True,
         help="Pixels around the mask that --inpaint-area masked takes.",
     ),
@@ -370,14 +357,14 @@ _IMAGE_TASK_OPTIONS = (
     click.option(
         "--hires-scale",
         type=float,
-        default=2.0,
+        default=_DEFAULT["hires_scale"],
         show_default=True,
         help="How much hires fix enlarges (1 to 8; the result must be multiples of 64).",
     ),
     click.option(
         "--hires-upscaler",
         type=click.Choice(HIRES_UPSCALERS),
-        default="latent",
+        default=_DEFAULT["hires_upscaler"],
         show_default=True,
         help="Enlarge the latents (bilinear or nearest), or the pixels with Lanczos.",
     ),
@@ -390,8 +377,21 @@ _IMAGE_TASK_OPTIONS = (
     click.option(
         "--hires-denoise",
         type=float,
-        default=0.7,
+        default=_DEFAULT["hires_denoise"],
         show_default=True,
         help="Denoising strength of the hires pass, in (0, 1].",
     ),
 )
+
+
+def _names(options) -> tuple[str, ...]:
+    def bare():
+        pass
+
+    for option in options:
+        option(bare)
+    return tuple(param.name for param in bare.__click_params__)
+
+
+#: The parameter names of ``image_task_options``, in help order.
+IMAGE_TASK_PARAMS = _names(_IMAGE_TASK_OPTIONS)

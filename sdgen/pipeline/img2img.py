@@ -22,14 +22,13 @@ A strength so small that ``t_enc`` is 0 runs nothing and is refused.
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..images import resize_image
+from ..samplers.run import check_strength
 
 #: A1111 caps the strength below 1 so that the first step still sees the init image.
 MAX_FRACTION = 0.999
@@ -38,13 +37,7 @@ MAX_FRACTION = 0.999
 def img2img_steps(steps: int, strength: float) -> int:
     """The denoising steps an img2img run of ``steps`` at ``strength`` makes (A1111's
     ``t_enc``); ``ConfigError`` when none would run."""
-    if (
-        isinstance(strength, bool)
-        or not isinstance(strength, numbers.Real)
-        or not math.isfinite(strength)
-        or not 0.0 < strength <= 1.0
-    ):
-        raise ConfigError(f"strength must be a number in (0, 1], got {strength!r}")
+    check_strength(strength)
     run = int(min(float(strength), MAX_FRACTION) * steps)
     if run < 1:
         raise ConfigError(

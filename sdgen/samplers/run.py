@@ -50,6 +50,17 @@ def check_start(steps: int, prediction_type: str, start_index: int = 0) -> None:
         )
 
 
+def check_strength(strength, name: str = "strength") -> None:
+    """``ConfigError`` unless ``strength`` is a real number in (0, 1]."""
+    if (
+        isinstance(strength, bool)
+        or not isinstance(strength, numbers.Real)
+        or not math.isfinite(strength)
+        or not 0.0 < strength <= 1.0
+    ):
+        raise ConfigError(f"{name} must be a number in (0, 1], got {strength!r}")
+
+
 def start_index_for_strength(steps: int, strength: float) -> int:
     """The ``start_index`` of an img2img run of ``steps`` steps at ``strength`` in (0, 1].
 
@@ -61,13 +72,7 @@ def start_index_for_strength(steps: int, strength: float) -> int:
     (below 1 / steps).
     """
     check_steps(steps)
-    if (
-        isinstance(strength, bool)
-        or not isinstance(strength, numbers.Real)
-        or not math.isfinite(strength)
-        or not 0.0 < strength <= 1.0
-    ):
-        raise ConfigError(f"strength must be a number in (0, 1], got {strength!r}")
+    check_strength(strength)
     init = min(int(steps * float(strength)), steps)
     if init == 0:
         raise ConfigError(

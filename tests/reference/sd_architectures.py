@@ -85,3 +85,55 @@ def vae(sample_size: int = 512):
         latent_channels=4,
         sample_size=sample_size,
     ).eval()
+
+
+def small_networks(
+    widths,
+    text_heads: int,
+    unet_heads: int,
+    seed: int,
+    size: int = 64,
+    in_channels: int = 4,
+    v2: bool = False,
+):
+    """``(text encoder, U-Net, VAE)`` of SD's layout at small ``widths`` (an sdgen
+    ``Widths``), for images of ``size`` pixels, every parameter perturbed from ``seed``
+    (the U-Net from ``seed + 1``, the VAE from ``seed + 2``), in eval mode. ``v2``: SD
+    2.x's GELU text encoder and linear projections; ``in_channels`` 9: an inpainting
+    U-Net."""
+    import diffusers
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    text = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=widths.text,
+            intermediate_size=4 * widths.text,
+            num_hidden_layers=widths.text_layers,
+            num_attention_heads=text_heads,
+            max_position_embeddings=77,
+            hidden_act="gelu" if v2 else "quick_gelu",
+            layer_norm_eps=1e-5,
+        )
+    )
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=size // 8,
+        in_channels=in_channels,
+        block_out_channels=widths.unet,
+        cross_attention_dim=widths.context,
+        attention_head_dim=unet_heads,  # diffusers' legacy name for the heads
+        use_linear_projection=v2,
+    )
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=tuple(reversed(widths.decoder)),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=size,
+    )
+    for offset, module in enumerate((text, unet, vae)):
+        perturb(module, seed + offset)
+    return text.eval(), unet.eval(), vae.eval()

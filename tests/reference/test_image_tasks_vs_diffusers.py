@@ -78,48 +78,12 @@ SAMPLERS = ["ddim", "dpmpp-2m", "euler-a"]
 TINY = FAMILIES["tiny"]
 
 
-def diffusers_text_and_vae(seed: int = 5):
-    """Tiny diffusers text encoder and VAE at the tiny family's widths (those of
-    ``tiny-inpainting`` too), every parameter perturbed."""
-    widths = TINY.widths
-    torch.manual_seed(seed)
-    text = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=widths.text,
-            intermediate_size=4 * widths.text,
-            num_hidden_layers=widths.text_layers,
-            num_attention_heads=TINY.text_heads,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            layer_norm_eps=1e-5,
-        )
-    )
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=tuple(reversed(widths.decoder)),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=SIZE,
-    )
-    architectures.perturb(text, seed)
-    architectures.perturb(vae, seed + 1)
-    return text.eval(), vae.eval()
-
-
-def diffusers_unet(in_channels: int, seed: int):
-    """A tiny diffusers U-Net taking ``in_channels`` (4, or 9 for inpainting)."""
-    torch.manual_seed(seed)
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=SIZE // 8,
-        in_channels=in_channels,
-        block_out_channels=TINY.widths.unet,
-        cross_attention_dim=TINY.widths.context,
-        attention_head_dim=TINY.attention.heads,  # diffusers' legacy name for heads
-    )
-    architectures.perturb(unet, seed)
-    return unet.eval()
+def diffusers_networks(seed: int, in_channels: int = 4):
+    """Tiny diffusers text encoder, U-Net taking ``in_channels`` (4, or 9 for
+    inpainting) and VAE at the tiny family's widths (those of ``tiny-inpainting`` too),
+    every parameter perturbed."""
+    heads = (TINY.text_heads, TINY.attention.heads)
+    return architectures.small_networks(TINY.widths, *heads, seed, SIZE, in_channels)
 
 
 def converted(folder, family: str, text, unet, vae) -> dict[str, list[np.ndarray]]:
@@ -141,7 +105,7 @@ def models(tmp_path_factory):
     from sdgen.text.tokenizer import load_tokenizer
 
     root = tmp_path_factory.mktemp("image-tasks")
-    text, vae = diffusers_text_and_vae()
+    text, _, vae = diffusers_networks(seed=5)
     tokenizer, device = load_tokenizer(), DeviceSettings()
     shared, made = {}, {}
 
@@ -149,7 +113,7 @@ def models(tmp_path_factory):
         if name in made:
             return made[name]
         spec, family = get_model_spec(name), FAMILIES[name]
-        unet = diffusers_unet(family.in_channels, seed=21 if family.inpainting else 11)
+        _, unet, _ = diffusers_networks(21 if family.inpainting else 11, family.in_channels)
         weights = converted(root / name, name, text, unet, vae)
         networks = {"diffusion_model": family.build("diffusion_model", spec, SIZE, SIZE)}
         networks["diffusion_model"].set_weights(weights["diffusion_model"])

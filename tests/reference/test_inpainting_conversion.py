@@ -42,37 +42,8 @@ LIMIT = 1e-4
 
 
 def diffusers_networks(seed: int):
-    torch.manual_seed(seed)
-    text = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=WIDTHS.text,
-            intermediate_size=4 * WIDTHS.text,
-            num_hidden_layers=WIDTHS.text_layers,
-            num_attention_heads=FAMILY.text_heads,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            layer_norm_eps=1e-5,
-        )
-    )
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=SIZE // 8,
-        in_channels=9,
-        block_out_channels=WIDTHS.unet,
-        cross_attention_dim=WIDTHS.context,
-        attention_head_dim=FAMILY.attention.heads,  # diffusers' legacy name for heads
-    )
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=tuple(reversed(WIDTHS.decoder)),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=SIZE,
-    )
-    for offset, module in enumerate((text, unet, vae)):
-        architectures.perturb(module, seed + offset)
-    return text.eval(), unet.eval(), vae.eval()
+    heads = (FAMILY.text_heads, FAMILY.attention.heads)
+    return architectures.small_networks(WIDTHS, *heads, seed, SIZE, in_channels=9)
 
 
 def _torch_shape(param) -> tuple[int, ...]:

@@ -36,37 +36,7 @@ LIMIT = 1e-4
 
 
 def diffusers_networks(v2: bool, seed: int):
-    torch.manual_seed(seed)
-    text = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=TINY.text,
-            intermediate_size=4 * TINY.text,
-            num_hidden_layers=TINY.text_layers,
-            num_attention_heads=TEXT_HEADS,
-            max_position_embeddings=77,
-            hidden_act="gelu" if v2 else "quick_gelu",
-            layer_norm_eps=1e-5,
-        )
-    )
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=SIZE // 8,
-        block_out_channels=TINY.unet,
-        cross_attention_dim=TINY.context,
-        attention_head_dim=UNET_HEADS,
-        use_linear_projection=v2,
-    )
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=tuple(reversed(TINY.decoder)),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=SIZE,
-    )
-    for offset, module in enumerate((text, unet, vae)):
-        architectures.perturb(module, seed + offset)
-    return text.eval(), unet.eval(), vae.eval()
+    return architectures.small_networks(TINY, TEXT_HEADS, UNET_HEADS, seed, SIZE, v2=v2)
 
 
 def save_diffusers_folder(folder, v2: bool, seed: int):
