@@ -190,9 +190,35 @@ class CrossAttention(keras.layers.Layer):
         q = ops.transpose(q, (0, 2, 1, 3))  # (batch, heads, tokens, size)
         k = ops.transpose(k, (0, 2, 3, 1))  # (batch, heads, size, context tokens)
         v = ops.transpose(v, (0, 2, 1, 3))  # (batch, heads, context tokens, size)
-        weights = keras.activations.softmax(_batched_dot(q, k) * self.scale)
-        attended = ops.transpose(_batched_dot(weights, v), (0, 2, 1, 3))
-        return self.out_proj(ops.reshape(attended, (-1, inputs.shape[1], heads * size)))
+        tokens = inputs.shape[1]
+        chunk = query_chunk(tokens, context.shape[1], heads)
+        parts = []
+        for start in range(0, tokens, chunk):  # one part unless the weights would be huge
+            weights = keras.activations.softmax(
+                _batched_dot(q[:, :, start : start + chunk], k) * self.scale
+            )
+            parts.append(_batched_dot(weights, v))
+        attended = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=2)
+        attended = ops.transpose(attended, (0, 2, 1, 3))
+        return self.out_proj(ops.reshape(attended, (-1, tokens, heads * size)))
+
+
+#: The most attention weights (query x key tokens x heads, of one row) computed at
+#: once: 2^28 float32, 1 GiB. Self-attention at 1024x1024 (16,384 tokens, 8 heads) would
+#: hold 8 GiB, and its softmax another 8, so its queries are taken in chunks; each query's
+#: softmax is over all keys either way, so the result is the same. 512x512 (4,096 tokens,
+#: 512 MiB) and smaller run in one piece, as before.
+ATTENTION_CHUNK_ELEMENTS = 2**28
+
+
+def query_chunk(queries: int, keys: int, heads: int) -> int:
+    """How many query tokens ``CrossAttention`` takes at once: all of them when their
+    weights fit ``ATTENTION_CHUNK_ELEMENTS``, else the largest power-of-two share that does
+    (at least one)."""
+    chunk = queries
+    while chunk > 1 and chunk * keys * heads > ATTENTION_CHUNK_ELEMENTS:
+        chunk = -(-chunk // 2)
+    return chunk
 
 
 def _batched_dot(a, b):

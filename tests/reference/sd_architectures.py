@@ -57,13 +57,17 @@ def text_encoder(version: str):
     return transformers.CLIPTextModel(config).eval()
 
 
-def unet(version: str, sample_size: int = 64):
-    """diffusers' ``UNet2DConditionModel`` of SD 1.x or SD 2.x (linear projections)."""
+def unet(version: str, sample_size: int = 64, in_channels: int = 4):
+    """diffusers' ``UNet2DConditionModel`` of SD 1.x or SD 2.x (linear projections);
+    ``in_channels`` 9: SD 1.5's inpainting U-Net."""
     import diffusers
 
     if version == "sd15":
         return diffusers.UNet2DConditionModel(
-            sample_size=sample_size, cross_attention_dim=768, attention_head_dim=8
+            sample_size=sample_size,
+            in_channels=in_channels,
+            cross_attention_dim=768,
+            attention_head_dim=8,
         ).eval()
     return diffusers.UNet2DConditionModel(
         sample_size=sample_size,

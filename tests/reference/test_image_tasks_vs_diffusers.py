@@ -42,6 +42,8 @@ image not masked).
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -95,46 +97,56 @@ def converted(folder, family: str, text, unet, vae) -> dict[str, list[np.ndarray
     return convert.map_weights(tensors, "diffusers", params=convert.family_tables(family))
 
 
+def pipeline_of(folder, spec, text, unet, vae, shared: dict) -> Pipeline:
+    """An sdgen pipeline (TensorFlow) of ``spec`` on the diffusers networks' weights,
+    converted by the tables of ``spec``'s family. ``shared`` holds the text encoder,
+    decoder and encoder built by an earlier call for the same ``text`` and ``vae``:
+    they are built once, and their weights must be the same."""
+    from sdgen.runtimes.tensorflow import DeviceSettings, TensorFlowBackend
+    from sdgen.text.tokenizer import load_tokenizer
+
+    family = FAMILIES[spec.family]
+    weights = converted(folder, spec.family, text, unet, vae)
+    diffusion_model = family.build("diffusion_model", spec, SIZE, SIZE)
+    diffusion_model.set_weights(weights.pop("diffusion_model"))
+    for role in ("text_encoder", "decoder", "encoder"):
+        if role not in shared:
+            shared[role] = family.build(role, spec, SIZE, SIZE)
+            shared[role].set_weights(weights[role])
+        else:  # the same diffusers networks, so the same weights
+            for ours, theirs in zip(shared[role].get_weights(), weights[role], strict=True):
+                np.testing.assert_array_equal(ours, theirs)
+    del weights
+    device = DeviceSettings()
+    backend = TensorFlowBackend(
+        spec,
+        shared["text_encoder"],
+        diffusion_model,
+        shared["decoder"],
+        device,
+        load_encoder=lambda height, width: shared["encoder"],
+    )
+    pipeline = Pipeline.with_backend(spec, load_tokenizer(), backend, device)
+    assert pipeline.family.name == spec.family
+    return pipeline
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """``get(family name) -> (sdgen pipeline, diffusers text encoder, U-Net, VAE)``, made
     on first use. Both families share the text encoder and VAE (the same layers, built
     once); each has a U-Net of its own."""
     from sdgen.catalog import get_model_spec
-    from sdgen.runtimes.tensorflow import DeviceSettings, TensorFlowBackend
-    from sdgen.text.tokenizer import load_tokenizer
 
     root = tmp_path_factory.mktemp("image-tasks")
     text, _, vae = diffusers_networks(seed=5)
-    tokenizer, device = load_tokenizer(), DeviceSettings()
     shared, made = {}, {}
 
     def get(name: str):
-        if name in made:
-            return made[name]
-        spec, family = get_model_spec(name), FAMILIES[name]
-        _, unet, _ = diffusers_networks(21 if family.inpainting else 11, family.in_channels)
-        weights = converted(root / name, name, text, unet, vae)
-        networks = {"diffusion_model": family.build("diffusion_model", spec, SIZE, SIZE)}
-        networks["diffusion_model"].set_weights(weights["diffusion_model"])
-        for role in ("text_encoder", "decoder", "encoder"):
-            if role not in shared:
-                shared[role] = TINY.build(role, spec, SIZE, SIZE)
-                shared[role].set_weights(weights[role])
-            else:  # the same diffusers networks, so the same weights
-                for ours, theirs in zip(shared[role].get_weights(), weights[role], strict=True):
-                    np.testing.assert_array_equal(ours, theirs)
-        backend = TensorFlowBackend(
-            spec,
-            shared["text_encoder"],
-            networks["diffusion_model"],
-            shared["decoder"],
-            device,
-            load_encoder=lambda height, width: shared["encoder"],
-        )
-        pipeline = Pipeline.with_backend(spec, tokenizer, backend, device)
-        assert pipeline.family.name == name
-        made[name] = (pipeline, text, unet, vae)
+        if name not in made:
+            spec, family = get_model_spec(name), FAMILIES[name]
+            _, unet, _ = diffusers_networks(21 if family.inpainting else 11, family.in_channels)
+            made[name] = (pipeline_of(root / name, spec, text, unet, vae, shared), text, unet, vae)
         return made[name]
 
     return get
@@ -301,3 +313,40 @@ def test_inpainting_matches_diffusers(models, family, sampler, monkeypatch):
         {"init_image": image, "mask": mask, **INPAINT},
         {"image": image, "mask_image": mask},
     )
+
+
+@pytest.mark.full_size
+def test_full_size_image_tasks_match_diffusers(tmp_path, monkeypatch):
+    """SD 1.5's networks at full size (random weights, every parameter perturbed):
+    img2img and 4-channel inpainting on its U-Net, then 9-channel inpainting on an
+    inpainting U-Net (sd-v1-5-inpainting's layout), all with DPM++ 2M. One U-Net at a
+    time is in memory (each is 3.4 GB on either side)."""
+    import dataclasses
+    import gc
+
+    from sdgen.catalog import get_model_spec
+
+    base = get_model_spec("sd-v1.4")
+    text, vae = architectures.text_encoder("sd15"), architectures.vae(sample_size=SIZE)
+    architectures.perturb(text, 1)
+    architectures.perturb(vae, 3)
+    shared: dict = {}
+    image, mask = init_image(), mask_image()
+    inpaint = ({"init_image": image, "mask": mask, **INPAINT}, {"image": image, "mask_image": mask})
+    runs = [
+        ("sd-v1", 4, [({"init_image": image}, {"image": image}), inpaint]),
+        ("sd-v1-inpainting", 9, [inpaint]),
+    ]
+    for family, in_channels, tasks in runs:
+        spec = dataclasses.replace(base, name=f"random-{family}", family=family)
+        unet = architectures.unet("sd15", SIZE // 8, in_channels)
+        architectures.perturb(unet, 2 + in_channels)
+        pipeline = pipeline_of(tmp_path / family, spec, text, unet, vae, shared)
+        for ours_task, theirs_task in tasks:
+            compare(pipeline, (text, unet, vae), "dpmpp-2m", monkeypatch, ours_task, theirs_task)
+        del pipeline, unet
+        shutil.rmtree(tmp_path / family)
+        import keras
+
+        keras.backend.clear_session()
+        gc.collect()
