@@ -126,7 +126,7 @@ def tiny_inpainting_checkpoint(path):
     family = family_of(spec)
     weights = {
         role: [np.asarray(w) for w in family.build(role, spec, SIZE, SIZE).weights]
-        for role in ("text_encoder", "diffusion_model", "decoder")
+        for role in ("text_encoder", "diffusion_model", "decoder", "encoder")
     }
     tensors = {}
     for key, slots in convert.name_index("ldm", "tiny-inpainting").items():

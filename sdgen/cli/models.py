@@ -91,8 +91,10 @@ def models_command(embeddings_dir, lora_dir, as_json):
     library = EmbeddingLibrary(embeddings_dir)
     embeddings = library.describe()
     for embedding in embeddings:
-        embedding["families"] = [
-            name for name, family in FAMILIES.items() if family.widths.text == embedding["width"]
+        embedding["families"] = [  # an inpainting variant takes its base family's
+            name
+            for name, family in FAMILIES.items()
+            if family.widths.text == embedding["width"] and not family.inpainting
         ]
     loras_folder, loras = _loras(lora_dir)
     if as_json:

@@ -7,6 +7,7 @@ so by CI), where a missing reference library is an error rather than a silent sk
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 
 def require(module: str):
     if os.environ.get("SDGEN_REQUIRE_REFERENCE") == "1":
-        return __import__(module)
+        return importlib.import_module(module)
     return pytest.importorskip(module)
 
 
