@@ -75,6 +75,7 @@ sd=tests/reference/test_checkpoints_vs_diffusers.py
 openvino=tests/test_openvino_full_size.py
 end_to_end=tests/reference/test_import_end_to_end.py
 lora=tests/reference/test_lora_vs_diffusers.py
+images=tests/reference/test_image_tasks_vs_diffusers.py
 
 # the light lane, in the background
 mkdir -p .test-logs
@@ -97,8 +98,9 @@ phase "full-size import end to end" pytest_run "$end_to_end" "$@"
 # in one process held 24 GB and were killed)
 phase "full-size LoRA (kohya)" pytest_run "$lora" -k "full_size and kohya" "$@"
 phase "full-size LoRA (PEFT)" pytest_run "$lora" -k "full_size and peft" "$@"
-SDGEN_TEST_LANE=heavy phase "other full-size checks" pytest_run \
-    --deselect "$sd" --deselect "$openvino" --deselect "$end_to_end" --deselect "$lora" "$@"
+phase "full-size image tasks" pytest_run "$images" -k full_size "$@"
+SDGEN_TEST_LANE=heavy phase "other full-size checks" pytest_run --deselect "$sd" \
+    --deselect "$openvino" --deselect "$end_to_end" --deselect "$lora" --deselect "$images" "$@"
 status=0
 wait "$light" || status=$?
 light=""
