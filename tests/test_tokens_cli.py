@@ -291,6 +291,4 @@ def test_models_looks_in_sdgen_home_by_default(run_cli):
     assert f"no embeddings in {folder} (the folder does not exist)" in run_cli("models").stdout
     embedding_file(folder, "style", 1, width=64)
     data = json.loads(run_cli("models", "--json").stdout)
-    assert [(e["name"], e["families"]) for e in data["embeddings"]] == [
-        ("style", ["tiny", "tiny-inpainting"])
-    ]
+    assert [(e["name"], e["families"]) for e in data["embeddings"]] == [("style", ["tiny"])]
