@@ -28,8 +28,6 @@ from ..samplers import get_sampler
 from ..spec import ModelSpec
 from ..text.conditioning import Conditioning, TextOptions, encode_conditioning
 from .guidance import predict_noise
-from .hires import hires_size
-from .img2img import StartImage
 from .inpaint import filled
 from .plan import base_size, plan_size, task_notes
 from .stages import decode_image, timestep_embedding
@@ -143,8 +141,8 @@ class Pipeline:
         anyway, so an estimate that was too high costs a retry, not the run."""
         if config.seed is None:
             raise ConfigError("config.seed must be set; use config.with_defaults()")
-        width, height = self.base_size(config)
-        target = hires_size(width, height, config.hires_scale) if config.hires else None
+        width, height = base_size(self.spec, config)
+        target = plan_size(self.spec, config) if config.hires else None
         sampler = get_sampler(config.sampler)
         wanted = list(range(config.num_images)) if only is None else sorted(only)
         auto = config.batch_size == AUTO_BATCH
@@ -157,7 +155,7 @@ class Pipeline:
                 options = TextOptions(config.emphasis, config.clip_skip)
                 conditioning = self.encode(config.negative_prompt, config.prompt, options)
             # 1b. an image task's start: the encoded init image (and mask), once
-            start = self._start(config, width, height)
+            start = task_start(self.backend, self.family, config, width, height)
             passes = steps_of_passes(config, start)
             start_step = 0
             while start_step < len(wanted):
@@ -214,14 +212,6 @@ class Pipeline:
                     "try --batch-size 1 or a smaller --width/--height"
                 ) from error
             raise
-
-    def base_size(self, config: GenerationConfig) -> tuple[int, int]:
-        """See :func:`.plan.base_size`."""
-        return base_size(self.spec, config)
-
-    def plan_size(self, config: GenerationConfig) -> tuple[int, int]:
-        """See :func:`.plan.plan_size`."""
-        return plan_size(self.spec, config)
 
     def notes(self, config: GenerationConfig) -> list[str]:
         """See :func:`.plan.task_notes`."""
@@ -288,10 +278,6 @@ class Pipeline:
 
     def _signature(self, height: int, width: int, context_length: int) -> NetworkSignature:
         return NetworkSignature(height, width, context_length, self.family.in_channels)
-
-    def _start(self, config: GenerationConfig, width: int, height: int) -> StartImage | None:
-        """See :func:`.start.task_start`."""
-        return task_start(self.backend, self.family, config, width, height)
 
     def _denoise(self, sampler, noise, generators, conditioning, config, progress, start=None):
         """Denoise B rows from their unit ``noise``: from pure noise (txt2img) or from
